@@ -31,6 +31,7 @@ def get_config() -> config_dict.ConfigDict:
 
     c.reference = config_dict.ConfigDict()
     c.reference.checkpoint = config_dict.placeholder(str)  # Trained reference; unset: packaged.
+    c.reference.depth = 20  # train_reference: ResNet depth (6n + 2).
     c.reference.bn_mode = 'eval'  # 'eval' (running stats) | 'train' (batch stats, as RMI-NAS).
 
     c.proxy = config_dict.ConfigDict()
