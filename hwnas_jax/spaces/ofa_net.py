@@ -1,0 +1,482 @@
+"""Flax networks of the OFA MobileNetV3 space: an exact network per genome, and a masked one.
+
+The architecture follows OFA's ``OFAMobileNetV3`` (Cai et al., ICLR 2020): a stride-2 3x3 stem
+(BN, h-swish), a first depthwise block (expand 1, k3, ReLU), five elastic stages of up to four
+MBConv blocks (expand 1x1 -> depthwise kxk -> [SE] -> project 1x1, each conv followed by BN), a
+final 1x1 expand (BN, h-swish), global average pooling, a 1x1 feature mix (no BN, no bias,
+h-swish) and a linear classifier. Convolutions pad by ``k // 2`` on every side, as PyTorch does.
+
+``Network`` is built for one static genome and holds exactly the parameters of that subnet.
+``PopulationNetwork`` takes the genome as a traced ``int32[45]`` array and computes the same
+function with the largest shapes and masks, so one compiled program serves every genome and can
+be ``jax.vmap``-ed over a population:
+
+* kernel size: the k3/k5 depthwise kernel is the raw centre crop of the 7x7 kernel (the outer
+  taps are masked to zero). OFA additionally passes the crop through a learned kernel
+  transformation matrix; that is a training device of the weight-sharing supernet and is not
+  part of this space's function, so it is omitted.
+* expand ratio: the first ``mid`` channels of the expand, depthwise and SE layers are active; the
+  others are zeroed after each activation, so they contribute nothing downstream. BatchNorm
+  statistics are per channel, so the active channels' batch statistics are exact in train mode;
+  a masked BatchNorm leaves the running statistics of inactive channels untouched.
+* depth: a skipped block is the identity and does not update its running statistics.
+
+Parameter paths are shared: ``exact_variables`` slices population variables (the kernel centres
+and the first ``mid`` channels, dropping skipped blocks) into variables of ``Network``, with
+``Network(g).apply(exact_variables(v, g), x, ...) == PopulationNetwork().apply(v, x, g, ...)``.
+The population network also initialises each layer with the active fan-out (He, fan-out, as OFA
+does), so a fresh population member is distributed as a fresh exact network.
+
+Inputs of resolution 64 or less use the CIFAR stem (``cifar_stem=None`` decides automatically):
+the stem and the first stage use stride 1, a total downsampling of 8 instead of 32, as CIFAR
+variants of MobileNets do.
+
+Genome layout (gene = index into the choice tuple): genes 0-19 kernel sizes (3, 5, 7), genes
+20-39 expand ratios (3, 4, 6), genes 40-44 stage depths (2, 3, 4); block ``4 * s + b`` is block
+``b`` of stage ``s`` (0-based).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+KERNEL_CHOICES = (3, 5, 7)
+EXPAND_CHOICES = (3, 4, 6)
+DEPTH_CHOICES = (2, 3, 4)
+NUM_STAGES = 5
+MAX_DEPTH = 4
+NUM_BLOCKS = NUM_STAGES * MAX_DEPTH
+NUM_GENES = 2 * NUM_BLOCKS + NUM_STAGES
+# Stem, first block, the five stages, final expand, feature mix (before the width multiplier).
+BASE_WIDTHS = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
+STAGE_STRIDES = (2, 2, 2, 1, 2)
+STAGE_ACTS = ('relu', 'relu', 'h_swish', 'h_swish', 'h_swish')
+STAGE_SE = (False, True, False, True, True)
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.9  # flax convention; PyTorch momentum 0.1
+CIFAR_MAX_RESOLUTION = 64
+_MAX_K = max(KERNEL_CHOICES)
+
+Variables = Mapping[str, Any]
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """OFA's channel rounding: the nearest multiple of ``divisor``, never below 90% of ``v``."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def mid_channels(in_ch: int, expand: int) -> int:
+    """Active middle width of an MBConv block: ``make_divisible(round(in_ch * expand), 8)``."""
+    return make_divisible(round(in_ch * expand))
+
+
+def se_channels(mid_ch: int) -> int:
+    """Reduced width of the squeeze-and-excite of a block with ``mid_ch`` middle channels."""
+    return make_divisible(mid_ch // 4)
+
+
+def use_cifar_stem(resolution: int, cifar_stem: bool | None = None) -> bool:
+    """Whether the CIFAR stem applies: ``cifar_stem`` if given, else ``resolution <= 64``."""
+    return resolution <= CIFAR_MAX_RESOLUTION if cifar_stem is None else bool(cifar_stem)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """Static description of one elastic stage (input width is that of its first block)."""
+
+    in_ch: int
+    out_ch: int
+    stride: int
+    act: str
+    se: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Static widths and strides of the network for a width multiplier and stem."""
+
+    stem_ch: int
+    stem_stride: int
+    first_ch: int
+    stages: tuple[Stage, ...]
+    final_ch: int
+    mix_ch: int
+
+
+def layout(width_mult: float = 1.2, cifar: bool = False) -> Layout:
+    """Widths ``make_divisible(w * width_mult, 8)`` and strides of the OFA MobileNetV3 space."""
+    if width_mult <= 0:
+        raise ValueError(f'width_mult must be positive, got {width_mult}.')
+    w = [make_divisible(b * width_mult) for b in BASE_WIDTHS]
+    strides = (1,) + STAGE_STRIDES[1:] if cifar else STAGE_STRIDES
+    stages = tuple(
+        Stage(w[s + 1], w[s + 2], strides[s], STAGE_ACTS[s], STAGE_SE[s])
+        for s in range(NUM_STAGES))
+    return Layout(w[0], 1 if cifar else 2, w[1], stages, w[7], w[8])
+
+
+def decode(genome: Sequence[int] | np.ndarray) -> tuple[list[int], list[int], list[int]]:
+    """Kernel sizes [20], expand ratios [20] and depths [5] of a genome (checked)."""
+    g = np.asarray(genome)
+    if g.shape != (NUM_GENES,):
+        raise ValueError(f'An OFA genome has {NUM_GENES} genes, got shape {g.shape}.')
+    if g.dtype == bool or not np.issubdtype(g.dtype, np.integer):
+        raise ValueError(f'OFA genes must be integers, got dtype {g.dtype}.')
+    if np.any(g < 0) or np.any(g > 2):
+        bad = [int(i) for i in np.flatnonzero((g < 0) | (g > 2))]
+        raise ValueError(f'OFA genes are choice indices in [0, 2]; genes {bad} are out of range '
+                         f'(values {[int(g[i]) for i in bad]}).')
+    ks = [KERNEL_CHOICES[i] for i in g[:NUM_BLOCKS]]
+    es = [EXPAND_CHOICES[i] for i in g[NUM_BLOCKS:2 * NUM_BLOCKS]]
+    ds = [DEPTH_CHOICES[i] for i in g[2 * NUM_BLOCKS:]]
+    return ks, es, ds
+
+
+def h_swish(x: jax.Array) -> jax.Array:
+    """``x * relu6(x + 3) / 6``."""
+    return x * jax.nn.relu6(x + 3.0) / 6.0
+
+
+def h_sigmoid(x: jax.Array) -> jax.Array:
+    """``relu6(x + 3) / 6``."""
+    return jax.nn.relu6(x + 3.0) / 6.0
+
+
+_ACTS: dict[str, Callable[[jax.Array], jax.Array]] = {'relu': jax.nn.relu, 'h_swish': h_swish}
+
+
+def _he_fout(fan_out: Any) -> Callable[..., jax.Array]:
+    """OFA's ``he_fout`` init, N(0, 2 / fan_out); ``fan_out`` may be traced (active width)."""
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.normal(key, shape, dtype) * jnp.sqrt(2.0 / fan_out).astype(dtype)
+
+    return init
+
+
+def _conv(features: int, kernel: int, fan_out: Any, *, stride: int = 1, groups: int = 1,
+          bias: bool = False, mask: jax.Array | None = None, name: str) -> nn.Conv:
+    pad = kernel // 2
+    return nn.Conv(features, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
+                   feature_group_count=groups, use_bias=bias, mask=mask,
+                   kernel_init=_he_fout(fan_out), name=name)
+
+
+def _bn(train: bool, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
+                        name=name)
+
+
+class MaskedBatchNorm(nn.Module):
+    """BatchNorm over [N, H, W, C] whose running statistics update only where ``update`` is true.
+
+    Same variables and arithmetic as ``nn.BatchNorm`` (params ``scale``, ``bias``; batch_stats
+    ``mean``, ``var``), so its variables are interchangeable with those of ``nn.BatchNorm``.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array, update: jax.Array, *, train: bool) -> jax.Array:
+        """Normalises ``x: [N, H, W, C]``; ``update: [C]`` bool (or scalar) gates the update."""
+        c = x.shape[-1]
+        scale = self.param('scale', nn.initializers.ones, (c,))
+        bias = self.param('bias', nn.initializers.zeros, (c,))
+        ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), jnp.float32))
+        if train:
+            mean = jnp.mean(x, axis=(0, 1, 2))
+            var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axis=(0, 1, 2)) - jnp.square(mean))
+            if not self.is_initializing():
+                m = BN_MOMENTUM
+                ra_mean.value = jnp.where(update, m * ra_mean.value + (1 - m) * mean,
+                                          ra_mean.value)
+                ra_var.value = jnp.where(update, m * ra_var.value + (1 - m) * var, ra_var.value)
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        return (x - mean) * (jax.lax.rsqrt(var + BN_EPS) * scale) + bias
+
+
+class MBConv(nn.Module):
+    """One MBConv block of fixed shape: expand 1x1 -> depthwise kxk -> [SE] -> project 1x1.
+
+    Attributes:
+      out_ch: output channels.
+      kernel: depthwise kernel size.
+      stride: depthwise stride.
+      mid_ch: middle channels, or None for expand ratio 1 (no expand conv).
+      se: whether a squeeze-and-excite follows the depthwise conv.
+      act: 'relu' or 'h_swish'.
+    """
+
+    out_ch: int
+    kernel: int
+    stride: int
+    mid_ch: int | None
+    se: bool
+    act: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """Maps ``x: [N, H, W, C_in]`` to ``[N, ceil(H / stride), ceil(W / stride), out_ch]``."""
+        act = _ACTS[self.act]
+        h = x
+        if self.mid_ch is not None:
+            h = _conv(self.mid_ch, 1, self.mid_ch, name='expand_conv')(h)
+            h = act(_bn(train, 'expand_bn')(h))
+        mid = h.shape[-1]
+        h = _conv(mid, self.kernel, self.kernel ** 2 * mid, stride=self.stride, groups=mid,
+                  name='dw_conv')(h)
+        h = act(_bn(train, 'dw_bn')(h))
+        if self.se:
+            red = se_channels(mid)
+            s = jnp.mean(h, axis=(1, 2), keepdims=True)
+            s = jax.nn.relu(_conv(red, 1, red, bias=True, name='se_reduce')(s))
+            s = _conv(mid, 1, mid, bias=True, name='se_expand')(s)
+            h = h * h_sigmoid(s)
+        h = _conv(self.out_ch, 1, self.out_ch, name='project_conv')(h)
+        h = _bn(train, 'project_bn')(h)
+        if self.stride == 1 and x.shape[-1] == self.out_ch:
+            h = h + x
+        return h
+
+
+class MaskedMBConv(nn.Module):
+    """An MBConv block at its largest shape (k7, largest expand) with traced choice masks.
+
+    Attributes:
+      out_ch: output channels.
+      stride: depthwise stride.
+      se: whether a squeeze-and-excite follows the depthwise conv.
+      act: 'relu' or 'h_swish'.
+    """
+
+    out_ch: int
+    stride: int
+    se: bool
+    act: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array, kernel_gene: jax.Array, expand_gene: jax.Array,
+                 active: jax.Array | bool, *, train: bool) -> jax.Array:
+        """Maps ``x: [N, H, W, C_in]`` to ``[N, H', W', out_ch]`` (``x`` itself if inactive).
+
+        ``kernel_gene``, ``expand_gene``: int32 scalars (choice indices); ``active``: bool scalar.
+        """
+        act = _ACTS[self.act]
+        in_ch = x.shape[-1]
+        mids = [mid_channels(in_ch, e) for e in EXPAND_CHOICES]
+        mid = jnp.asarray(mids)[expand_gene]
+        ch_mask = jnp.arange(max(mids)) < mid
+        update = jnp.logical_and(ch_mask, active)
+        k = jnp.asarray(KERNEL_CHOICES)[kernel_gene]
+        taps = jnp.abs(jnp.arange(_MAX_K) - _MAX_K // 2) <= k // 2
+        k_mask = jnp.broadcast_to((taps[:, None] & taps[None, :])[:, :, None, None],
+                                  (_MAX_K, _MAX_K, 1, max(mids))).astype(jnp.float32)
+
+        h = _conv(max(mids), 1, mid, name='expand_conv')(x)
+        h = act(MaskedBatchNorm(name='expand_bn')(h, update, train=train)) * ch_mask
+        h = _conv(max(mids), _MAX_K, k * k * mid, stride=self.stride, groups=max(mids),
+                  mask=k_mask, name='dw_conv')(h)
+        h = act(MaskedBatchNorm(name='dw_bn')(h, update, train=train)) * ch_mask
+        if self.se:
+            reds = [se_channels(m) for m in mids]
+            red = jnp.asarray(reds)[expand_gene]
+            s = jnp.mean(h, axis=(1, 2), keepdims=True)
+            s = _conv(max(reds), 1, red, bias=True, name='se_reduce')(s)
+            s = jax.nn.relu(s) * (jnp.arange(max(reds)) < red)
+            s = _conv(max(mids), 1, mid, bias=True, name='se_expand')(s)
+            h = h * h_sigmoid(s)
+        h = _conv(self.out_ch, 1, self.out_ch, name='project_conv')(h)
+        h = MaskedBatchNorm(name='project_bn')(h, active, train=train)
+        if self.stride == 1 and in_ch == self.out_ch:
+            h = h + x
+        if h.shape != x.shape:  # a stride or width change: a stage's first block always runs
+            return h
+        if isinstance(active, bool):
+            return h if active else x
+        return jnp.where(active, h, x)
+
+
+def _check(x: jax.Array, resolution: int, feature_stages: Sequence[int]) -> None:
+    if x.ndim != 4 or x.shape[1:3] != (resolution, resolution):
+        raise ValueError(f'Expected images [N, {resolution}, {resolution}, C] for resolution '
+                         f'{resolution}, got shape {x.shape}.')
+    if not feature_stages or any(s not in range(1, NUM_STAGES + 1) for s in feature_stages):
+        raise ValueError(f'feature_stages must be stage numbers in 1..{NUM_STAGES}, '
+                         f'got {feature_stages}.')
+
+
+def _stem(x: jax.Array, lay: Layout, train: bool) -> jax.Array:
+    x = _conv(lay.stem_ch, 3, 9 * lay.stem_ch, stride=lay.stem_stride, name='stem_conv')(x)
+    x = h_swish(_bn(train, 'stem_bn')(x))
+    return MBConv(lay.first_ch, 3, 1, None, False, 'relu', name='block0')(x, train=train)
+
+
+def _head(x: jax.Array, lay: Layout, num_classes: int, train: bool) -> jax.Array:
+    x = _conv(lay.final_ch, 1, lay.final_ch, name='final_expand_conv')(x)
+    x = h_swish(_bn(train, 'final_expand_bn')(x))
+    x = jnp.mean(x, axis=(1, 2), keepdims=True)
+    x = h_swish(_conv(lay.mix_ch, 1, lay.mix_ch, name='feature_mix')(x))
+    x = x.reshape(x.shape[0], -1)
+    return nn.Dense(num_classes, kernel_init=nn.initializers.variance_scaling(
+        1.0 / 3.0, 'fan_in', 'uniform'), name='classifier')(x)
+
+
+class Network(nn.Module):
+    """The exact OFA MobileNetV3 subnet of a static genome.
+
+    Attributes:
+      genome: 45 gene indices (a tuple, so the module is hashable).
+      num_classes: classifier outputs.
+      width_mult: width multiplier, 1.0 or 1.2 (any positive value works).
+      resolution: input height and width.
+      feature_stages: stages (1-5) whose outputs are returned as features.
+      cifar_stem: stride-1 stem and first stage; None = automatic (resolution <= 64).
+    """
+
+    genome: tuple[int, ...]
+    num_classes: int = 1000
+    width_mult: float = 1.2
+    resolution: int = 224
+    feature_stages: tuple[int, ...] = (1, 3, 5)
+    cifar_stem: bool | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *,
+                 train: bool) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        """Classifies ``x: [N, R, R, 3]``.
+
+        Returns:
+          ``(logits [N, num_classes], features)``, the features being a tuple of the outputs
+          ``[N, H_s, W_s, C_s]`` of the last active block of each stage in ``feature_stages``,
+          in stage order.
+        """
+        _check(x, self.resolution, self.feature_stages)
+        ks, es, ds = decode(self.genome)
+        lay = layout(self.width_mult, use_cifar_stem(self.resolution, self.cifar_stem))
+        x = _stem(x, lay, train)
+        features = []
+        for s, st in enumerate(lay.stages):
+            for b in range(ds[s]):
+                i = MAX_DEPTH * s + b
+                in_ch = st.in_ch if b == 0 else st.out_ch
+                x = MBConv(st.out_ch, ks[i], st.stride if b == 0 else 1,
+                           mid_channels(in_ch, es[i]), st.se, st.act,
+                           name=f'block{i + 1}')(x, train=train)
+            if s + 1 in self.feature_stages:
+                features.append(x)
+        return _head(x, lay, self.num_classes, train), tuple(features)
+
+
+class PopulationNetwork(nn.Module):
+    """The OFA MobileNetV3 space with the genome as a traced input (largest shapes, masked).
+
+    Computes, for the same (sliced) weights, the function of ``Network(genome)``; ``jax.vmap``
+    over variables and genomes evaluates a population with one compiled program. Gene values
+    cannot be checked under tracing: validate genomes on the host (``ofa.validate``).
+
+    Attributes: as ``Network``, without ``genome``.
+    """
+
+    num_classes: int = 1000
+    width_mult: float = 1.2
+    resolution: int = 224
+    feature_stages: tuple[int, ...] = (1, 3, 5)
+    cifar_stem: bool | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, genome: jax.Array, *,
+                 train: bool) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        """Classifies ``x: [N, R, R, 3]`` with the subnet ``genome: int32[45]``.
+
+        Returns:
+          ``(logits [N, num_classes], features)`` as ``Network``.
+        """
+        _check(x, self.resolution, self.feature_stages)
+        genome = jnp.asarray(genome)
+        if genome.shape != (NUM_GENES,):
+            raise ValueError(f'An OFA genome has {NUM_GENES} genes, got shape {genome.shape}.')
+        depth = jnp.asarray(DEPTH_CHOICES)[genome[2 * NUM_BLOCKS:]]
+        lay = layout(self.width_mult, use_cifar_stem(self.resolution, self.cifar_stem))
+        x = _stem(x, lay, train)
+        features = []
+        for s, st in enumerate(lay.stages):
+            for b in range(MAX_DEPTH):
+                i = MAX_DEPTH * s + b
+                active = True if b < min(DEPTH_CHOICES) else b < depth[s]
+                x = MaskedMBConv(st.out_ch, st.stride if b == 0 else 1, st.se, st.act,
+                                 name=f'block{i + 1}')(
+                    x, genome[i], genome[NUM_BLOCKS + i], active, train=train)
+            if s + 1 in self.feature_stages:
+                features.append(x)
+        return _head(x, lay, self.num_classes, train), tuple(features)
+
+
+def _slice_block(tree: Mapping[str, Any], k: int, mid: int) -> dict[str, Any]:
+    """Slices one block's variables (one collection) to kernel ``k`` and ``mid`` channels."""
+    red = se_channels(mid)
+    lo = (_MAX_K - k) // 2
+    rules: dict[tuple[str, str], Callable[[Any], Any]] = {
+        ('expand_conv', 'kernel'): lambda a: a[..., :mid],
+        ('dw_conv', 'kernel'): lambda a: a[lo:lo + k, lo:lo + k, :, :mid],
+        ('se_reduce', 'kernel'): lambda a: a[:, :, :mid, :red],
+        ('se_reduce', 'bias'): lambda a: a[:red],
+        ('se_expand', 'kernel'): lambda a: a[:, :, :red, :mid],
+        ('se_expand', 'bias'): lambda a: a[:mid],
+        ('project_conv', 'kernel'): lambda a: a[:, :, :mid, :],
+    }
+    out: dict[str, Any] = {}
+    for layer, leaves in tree.items():
+        out[layer] = {}
+        for leaf, a in leaves.items():
+            if (layer, leaf) in rules:
+                a = rules[(layer, leaf)](a)
+            elif layer in ('expand_bn', 'dw_bn'):
+                a = a[:mid]
+            out[layer][leaf] = a
+    return out
+
+
+def exact_variables(variables: Variables, genome: Sequence[int] | np.ndarray) -> dict[str, Any]:
+    """Variables of ``Network(genome)`` sliced from those of ``PopulationNetwork`` (one member).
+
+    Skipped blocks are dropped; active blocks keep the centre ``k x k`` of each depthwise kernel
+    and the first ``mid`` (and SE-reduced) channels. Every collection (params, batch_stats) is
+    sliced the same way.
+
+    Args:
+      variables: unbatched variables of ``PopulationNetwork`` ({collection: tree}).
+      genome: the 45 gene indices.
+
+    Returns:
+      A new {collection: tree} of plain dicts; arrays are slices (no copy of unchanged leaves).
+    """
+    ks, es, ds = decode(genome)
+    if 'params' not in variables:
+        raise ValueError('exact_variables needs the params collection (it holds the widths).')
+    mids = {}  # active block index -> middle channels, from the input width of its expand conv
+    for s in range(NUM_STAGES):
+        for i in range(MAX_DEPTH * s, MAX_DEPTH * s + ds[s]):
+            in_ch = variables['params'][f'block{i + 1}']['expand_conv']['kernel'].shape[2]
+            mids[i] = mid_channels(in_ch, es[i])
+    out: dict[str, Any] = {}
+    for col, tree in variables.items():
+        new: dict[str, Any] = {}
+        for name, sub in tree.items():
+            i = int(name[len('block'):]) - 1 if re.fullmatch(r'block\d+', name) else -1
+            if i < 0:  # stem, first block and head are shared unchanged
+                new[name] = sub
+            elif i in mids:
+                new[name] = _slice_block(sub, ks[i], mids[i])
+        out[col] = new
+    return out
