@@ -1,0 +1,27 @@
+"""The jobs launch.py can run, resolved from `config.job` through one explicit table."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+# job name -> (module, function); each function takes (config, workdir).
+JOBS = {
+    'search': ('hwnas_jax.search.loop', 'run'),
+    'train_reference': ('hwnas_jax.reference', 'train'),
+    'train_arch': ('hwnas_jax.train_arch', 'train'),
+    'figure5': ('hwnas_jax.search.figure5', 'run'),
+}
+
+
+def get(name: str) -> Callable:
+    """Returns the function that runs job `name`; ValueError listing the jobs otherwise."""
+    if name not in JOBS:
+        raise ValueError(f'unknown job {name!r}; config.job must be one of {sorted(JOBS)}')
+    module, function = JOBS[name]
+    return getattr(importlib.import_module(module), function)
+
+
+def run(config, workdir: str):
+    """Runs `config.job` in `workdir` and returns its result."""
+    return get(config.job)(config, workdir)

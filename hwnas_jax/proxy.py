@@ -1,0 +1,352 @@
+"""Scoring a population: single-batch RMI training of fresh networks, compiled once per search.
+
+For each member: fresh weights (from a key derived from the seed and the member's canonical
+genome alone, so a score never depends on where or when the architecture was met), N_train SGD
+steps on the one batch with `rmi.rmi_loss` inside one `lax.scan`, BatchNorm in training mode,
+then the RMI score of the trained network's forward pass on the batch.
+
+Strategies (`config.proxy.strategy`), all from the same compiled-once function of arrays:
+  vmap   the population form of the space (same parameter shapes for every genome; the genome is
+         an array input) vmapped over members: best where batched convolutions are fast (GPU/TPU).
+  loop   the same population form, members one after another inside one compiled `lax.map`,
+         each running only its chosen ops (`dispatch='switch'`): best on CPUs, where XLA's
+         convolutions with per-member weights are slow, and still one compilation per search.
+  exact  one exact network per architecture, compiled per architecture: the baseline (and the
+         PyTorch way); compilation dominates over a search.
+  auto   'vmap' on GPU/TPU, 'loop' on CPU (measured: see benchmarks/proxy_bench.py and README).
+Members are padded to a fixed call size (`chunk_size`, default the population size rounded up to
+the device count) so that no generation recompiles; the member axis is sharded over all local
+devices with `jax.sharding` (`shard_map` over a 1-D mesh).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import os
+import time
+import zlib
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import Mesh, PartitionSpec as P
+
+from hwnas_jax import rmi
+
+STRATEGIES = ('auto', 'vmap', 'loop', 'exact')
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Single-batch training settings (defaults from RMI-NAS; N_train from HW-EvRSNAS)."""
+    steps: int = 100
+    beta: float = 0.8
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+    @classmethod
+    def from_config(cls, proxy_config) -> 'Settings':
+        s = cls(steps=int(proxy_config.steps), beta=float(proxy_config.beta),
+                learning_rate=float(proxy_config.learning_rate),
+                momentum=float(proxy_config.momentum),
+                weight_decay=float(proxy_config.weight_decay))
+        if s.steps < 0 or not 0.0 <= s.beta <= 1.0 or s.learning_rate < 0:
+            raise ValueError(f'invalid proxy settings {s}: need steps >= 0, 0 <= beta <= 1, '
+                             'learning_rate >= 0')
+        return s
+
+
+def optimizer(s: Settings) -> optax.GradientTransformation:
+    """PyTorch-style SGD: weight decay added to the gradient, then momentum, constant rate."""
+    return optax.chain(optax.add_decayed_weights(s.weight_decay),
+                       optax.sgd(s.learning_rate, momentum=s.momentum or None))
+
+
+def model_kwargs(config, space) -> dict:
+    """Constructor arguments of `space`'s networks from the config."""
+    if space.NAME == 'nb201':
+        return dict(channels=config.space.channels, cells_per_stage=config.space.cells_per_stage,
+                    num_classes=config.data.num_classes)
+    if space.NAME == 'ofa':
+        stages = tuple(int(s) for s in str(config.space.feature_stages).split(','))
+        return dict(num_classes=config.data.num_classes, width_mult=config.space.width_mult,
+                    resolution=config.space.resolution, feature_stages=stages)
+    raise ValueError(f'no proxy networks for space {space.NAME!r}')
+
+
+def member_seeds(genomes: np.ndarray) -> np.ndarray:
+    """[P] uint32 seed per genome: a hash of the genome (use canonical genomes)."""
+    return np.asarray([zlib.crc32(np.asarray(g, np.int64).tobytes()) for g in genomes],
+                      np.uint32)
+
+
+def make_member_fn(model, s: Settings) -> Callable:
+    """(key, genome, images, labels, ref_features) -> (score, loss, ckas) for one member.
+
+    `model` is a population network `__call__(x, genome, *, train)` or, with genome None, an
+    exact network `__call__(x, *, train)`. Pure and unbatched: vmap or map it at the call site.
+    """
+    tx = optimizer(s)
+
+    def apply(params, stats, genome, images):
+        args = (images,) if genome is None else (images, genome)
+        (logits, feats), _ = model.apply({'params': params, 'batch_stats': stats}, *args,
+                                         train=True, mutable=['batch_stats'])
+        return logits, feats
+
+    def train_member(params, stats, genome, images, labels, ref_features):
+        def loss_fn(p):
+            logits, feats = apply(p, stats, genome, images)
+            return rmi.rmi_loss(ref_features, feats, logits, labels, beta=s.beta)
+
+        def step(carry, _):
+            p, opt_state = carry
+            grads = jax.grad(loss_fn)(p)
+            updates, opt_state = tx.update(grads, opt_state, p)
+            return (optax.apply_updates(p, updates), opt_state), None
+
+        (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=s.steps)
+        # Running statistics are never read in training mode: the score is the forward pass
+        # after N_train updates, as RMI-NAS reads its loss at the observe step.
+        logits, feats = apply(params, stats, genome, images)
+        ckas = rmi.layer_ckas(ref_features, feats)
+        loss = rmi.rmi_loss(ref_features, feats, logits, labels, beta=s.beta)
+        return jnp.sum(ckas), loss, ckas
+
+    return train_member
+
+
+# Compiled population programs, shared by all engines of a process; and how often each was
+# traced (the no-retracing guarantee is tested through this).
+_PROGRAMS: dict = {}
+TRACES: collections.Counter = collections.Counter()
+
+
+def init_members(model, base_seed, seeds, genomes, images):
+    """Fresh variables per member: key = fold_in(key(base_seed), member seed), vmapped."""
+    base = jax.random.key(base_seed)
+
+    def one(seed, genome):
+        return model.init(jax.random.fold_in(base, seed), images[:2], genome, train=False)
+
+    return jax.vmap(one)(seeds, genomes)
+
+
+def population_program(model, s: Settings, strategy: str, mesh: Mesh):
+    """The jitted population scorer: (base_seed, seeds, genomes, valid, images, labels, ref).
+
+    The member axis of seeds, genomes and valid is sharded over `mesh`; inside each shard the
+    members are vmapped ('vmap') or mapped one by one ('loop').
+    """
+    member = make_member_fn(model, s)
+
+    def local(base_seed, seeds, genomes, valid, images, labels, ref):
+        variables = init_members(model, base_seed, seeds, genomes, images)
+        params, stats = variables['params'], variables['batch_stats']
+        if strategy == 'vmap':
+            return jax.vmap(member, in_axes=(0, 0, 0, None, None, None))(
+                params, stats, genomes, images, labels, ref)
+
+        def body(args):
+            p, st, g, ok = args
+            nan = jnp.full((), jnp.nan, jnp.float32)
+            skip = (nan, nan, jnp.full((len(ref),), jnp.nan, jnp.float32))
+            # Padding members cost nothing here: the conditional skips their training.
+            return jax.lax.cond(ok, lambda: member(p, st, g, images, labels, ref), lambda: skip)
+
+        return jax.lax.map(body, (params, stats, genomes, valid))
+
+    rep = P()
+    fn = jax.shard_map(local, mesh=mesh,
+                       in_specs=(rep, P('pop'), P('pop'), P('pop'), rep, rep, rep),
+                       out_specs=P('pop'), check_vma=False)
+    return jax.jit(fn)
+
+
+class Engine:
+    """Scores populations of genomes of one space on one batch; compiles once per search."""
+
+    def __init__(self, space, kwargs: dict, batch: dict, settings: Settings, *,
+                 strategy: str = 'auto', chunk_size: int = 0, population: int = 20,
+                 seed: int = 0, conv_impl: str = 'auto', devices=None):
+        if strategy not in STRATEGIES:
+            raise ValueError(f'unknown proxy strategy {strategy!r}; choose one of {STRATEGIES}')
+        self.devices = list(devices or jax.local_devices())
+        backend = self.devices[0].platform
+        if strategy == 'auto':
+            strategy = 'loop' if backend == 'cpu' else 'vmap'
+        if conv_impl == 'auto':
+            conv_impl = 'xla'
+        self.strategy = strategy
+        self.space = space
+        self.settings = settings
+        self.seed = seed
+        self.compile_seconds = 0.0
+        self._compiled = None
+        self._key = None
+        self._exact_traces = 0
+        self._images = jnp.asarray(batch['images'], jnp.float32)
+        self._labels = jnp.asarray(batch['labels'], jnp.int32)
+        self._ref = [jnp.asarray(f, jnp.float32) for f in batch['ref_features']]
+        n_dev = len(self.devices)
+        size = int(chunk_size) if chunk_size else int(population)
+        if size <= 0:
+            raise ValueError(f'proxy.chunk_size must be >= 0, got {chunk_size}')
+        self.call_size = -(-size // n_dev) * n_dev
+        self.mesh = Mesh(np.asarray(self.devices), ('pop',))
+        pop_kwargs = dict(kwargs)
+        if space.NAME == 'nb201':
+            pop_kwargs['conv_impl'] = conv_impl
+        if strategy == 'loop' and 'dispatch' in space.PopulationNetwork.__dataclass_fields__:
+            pop_kwargs['dispatch'] = 'switch'
+        self._pop_model = space.PopulationNetwork(**pop_kwargs)
+        self._exact_kwargs = kwargs
+        self._exact_cache: dict = {}
+        self._init_fn = None
+        logging.info('Proxy: strategy %s, %d members per call on %d %s device(s)', strategy,
+                     self.call_size, n_dev, backend)
+
+    # -- population strategies: one compiled function for the whole search -------------------
+
+    def _program_key(self, args) -> tuple:
+        shapes = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args))
+        return (self.space.NAME, repr(self._pop_model), self.settings, self.strategy,
+                tuple(d.id for d in self.devices), shapes)
+
+    def _score_chunk(self, genomes: np.ndarray) -> tuple[np.ndarray, ...]:
+        n = len(genomes)
+        pad = self.call_size - n
+        padded = np.concatenate([genomes, np.repeat(genomes[:1], pad, axis=0)])
+        valid = np.arange(self.call_size) < n
+        args = (jnp.asarray(self.seed, jnp.uint32), jnp.asarray(member_seeds(padded)),
+                jnp.asarray(padded, jnp.int32), jnp.asarray(valid), self._images, self._labels,
+                self._ref)
+        if self._compiled is None:
+            # Compiled programs are shared by engines with the same model, settings, strategy,
+            # devices and shapes: a second search in one process does not compile again.
+            key = self._program_key(args)
+            if key not in _PROGRAMS:
+                t0 = time.perf_counter()
+                fn = population_program(self._pop_model, self.settings, self.strategy,
+                                        self.mesh)
+                _PROGRAMS[key] = fn.lower(*args).compile()
+                TRACES[key] += 1
+                self.compile_seconds += time.perf_counter() - t0
+            self._compiled, self._key = _PROGRAMS[key], key
+        out = self._compiled(*args)
+        return tuple(np.asarray(o)[:n] for o in out)
+
+    @property
+    def trace_count(self) -> int:
+        """How often this engine's program was traced and compiled (1 after the first call)."""
+        if self.strategy == 'exact':
+            return self._exact_traces
+        return TRACES[self._key] if self._key is not None else 0
+
+    # -- exact strategy: one compiled function per architecture (the baseline) ----------------
+
+    def _exact_member(self, genome: np.ndarray):
+        key = tuple(int(v) for v in genome)
+        if key not in self._exact_cache:
+            model = self.space.Network(genome=key, **self._exact_kwargs)
+            member = make_member_fn(model, self.settings)
+
+            def fn(variables, images, labels, ref):
+                self._exact_traces += 1
+                return member(variables['params'], variables['batch_stats'], None, images,
+                              labels, ref)
+
+            t0 = time.perf_counter()
+            variables = self._exact_variables(genome)
+            compiled = jax.jit(fn).lower(variables, self._images, self._labels,
+                                         self._ref).compile()
+            self.compile_seconds += time.perf_counter() - t0
+            self._exact_cache[key] = compiled
+        return self._exact_cache[key]
+
+    def _exact_variables(self, genome: np.ndarray):
+        # The same initial weights as the population strategies: initialise the population
+        # form from the member's seed and keep the exact network's part.
+        if self._init_fn is None:
+            self._init_fn = jax.jit(functools.partial(init_members, self._pop_model))
+        seeds = jnp.asarray(member_seeds(genome[None]))
+        v = self._init_fn(jnp.asarray(self.seed, jnp.uint32), seeds,
+                          jnp.asarray(genome[None], jnp.int32), self._images)
+        v = jax.tree.map(lambda a: a[0], v)
+        return self.space.exact_variables(v, tuple(int(x) for x in genome))
+
+    # -- public -------------------------------------------------------------------------------
+
+    def score(self, genomes) -> dict:
+        """Trains and scores `genomes` [n, G] (use canonical genomes); returns numpy arrays.
+
+        Returns:
+          dict with 'score' [n] (RMI score, sum of CKA), 'loss' [n] (final mixed loss) and
+          'ckas' [n, L]; non-finite values are kept (the search maps them to -inf fitness).
+        """
+        genomes = np.asarray(genomes, np.int64)
+        if genomes.ndim != 2 or len(genomes) == 0:
+            raise ValueError(f'score needs genomes of shape [n, genes], got {genomes.shape}')
+        outs = []
+        if self.strategy == 'exact':
+            for g in genomes:
+                compiled = self._exact_member(g)
+                out = compiled(self._exact_variables(g), self._images, self._labels, self._ref)
+                outs.append(tuple(np.asarray(o)[None] for o in out))
+        else:
+            for i in range(0, len(genomes), self.call_size):
+                outs.append(self._score_chunk(genomes[i:i + self.call_size]))
+        score, loss, ckas = (np.concatenate(parts) for parts in zip(*outs))
+        return {'score': score, 'loss': loss, 'ckas': ckas}
+
+
+def select_batch(images: np.ndarray, labels: np.ndarray, ce: np.ndarray, size: int) -> np.ndarray:
+    """Indices of the `size` examples with the lowest reference cross-entropy (RMI-NAS)."""
+    if size > len(images):
+        raise ValueError(f'proxy.batch_size={size} exceeds proxy.pool_size={len(images)}')
+    return np.argsort(ce, kind='stable')[:size]
+
+
+def load_or_make_batch(config, path: str) -> dict:
+    """The search's one training batch and the reference's features on it.
+
+    Made once per search (drawn with the seed and saved to `path`, so a resumed search trains on
+    exactly the same images): `proxy.pool_size` random augmented training images, of which the
+    `proxy.batch_size` with the lowest reference cross-entropy are kept.
+    """
+    from hwnas_jax import data, reference
+
+    module, variables = reference.load(config)
+    feature_fn = reference.make_feature_fn(module, variables, bn_mode=config.reference.bn_mode)
+    if os.path.exists(path):
+        with np.load(path, allow_pickle=False) as f:
+            images, labels = f['images'], f['labels']
+    else:
+        rng = np.random.default_rng([config.seed, 1])
+        pool_images, pool_labels = data.random_pool(config, rng, config.proxy.pool_size)
+        logits, _ = feature_fn(data.normalize(pool_images))
+        logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32))
+        ce = -np.asarray(jnp.take_along_axis(logp, jnp.asarray(pool_labels)[:, None], 1))[:, 0]
+        idx = select_batch(pool_images, pool_labels, ce, config.proxy.batch_size)
+        images, labels = pool_images[idx], pool_labels[idx]
+        tmp = path + '.tmp.npz'
+        np.savez(tmp, images=images, labels=labels)
+        os.replace(tmp, path)
+    x = data.normalize(images)
+    _, feats = feature_fn(x)
+    return {'images': x, 'labels': labels.astype(np.int32),
+            'ref_features': [np.asarray(f) for f in feats]}
+
+
+def make_engine(config, space, batch: dict) -> Engine:
+    """The proxy engine of a search."""
+    p = config.proxy
+    return Engine(space, model_kwargs(config, space), batch, Settings.from_config(p),
+                  strategy=p.strategy, chunk_size=p.chunk_size, population=config.ga.population,
+                  seed=config.seed, conv_impl=p.conv_impl)

@@ -1,0 +1,111 @@
+"""The hardware side of the fitness: constraints from the config, their costs and penalties.
+
+Fitness = RMI score + sum of the penalties of all constraints (paper Eqs. 4 and 5). The primary
+constraint is `config.hardware.{metric, device, limit}`; `config.hardware.extra` adds more
+(e.g. 'flops<=100;latency@raspi4<=20'). Costs come from the HW-NAS-Bench tables for
+NAS-Bench-201 and from the analytic MAC/parameter counts for OFA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwnas_jax.hardware import constraints as cons
+
+# Metrics that are measured on a device (the others are properties of the network).
+DEVICE_METRICS = ('latency', 'energy', 'arithmetic_intensity')
+OFA_METRICS = ('flops', 'macs', 'params')
+
+
+class Objective:
+    """Costs and penalties of genomes of one space under the config's constraints."""
+
+    def __init__(self, config, space):
+        hw = config.hardware
+        self.space = space
+        self.config = config
+        primary = cons.Constraint(
+            metric=hw.metric, device=hw.device if hw.metric in DEVICE_METRICS else None,
+            limit=float(hw.limit))
+        self.constraints = [primary] + list(cons.parse_constraints(hw.extra or ''))
+        if space.NAME == 'ofa':
+            for c in self.constraints:
+                if c.metric not in OFA_METRICS:
+                    raise ValueError(
+                        f'the OFA space has no {c.metric!r} table; constrain one of {OFA_METRICS}'
+                        ' (MACs in millions, params in millions)')
+        # Fail early (unknown metric, device or dataset) with the cost module's own message.
+        self.costs(np.asarray([space.canonical(space.random_genomes(
+            np.random.default_rng(0), 1)[0])]))
+
+    @property
+    def limits(self) -> np.ndarray:
+        return np.asarray([c.limit for c in self.constraints], np.float64)
+
+    def _cost(self, genomes: np.ndarray, metric: str, device) -> np.ndarray:
+        if self.space.NAME == 'ofa':
+            s = self.config.space
+            kw = dict(num_classes=self.config.data.num_classes, width_mult=s.width_mult)
+            if metric == 'params':
+                return np.array([self.space.num_params(g, **kw) for g in genomes], np.float64)
+            return np.array([self.space.macs(g, resolution=s.resolution, **kw)
+                             for g in genomes], np.float64)
+        from hwnas_jax.hardware import costs
+        hw = self.config.hardware
+        return np.asarray(costs.cost(genomes, metric, device=device, dataset=hw.dataset,
+                                     missing=hw.missing, table=hw.table), np.float64)
+
+    def costs(self, genomes) -> np.ndarray:
+        """[C, P] cost of each constraint for each genome."""
+        genomes = np.asarray(genomes)
+        return np.stack([self._cost(genomes, c.metric, c.device) for c in self.constraints])
+
+    def penalties(self, genomes) -> tuple[np.ndarray, np.ndarray]:
+        """Returns ([P] summed penalty, [C, P] costs) of `genomes`."""
+        costs = self.costs(genomes)
+        return cons.total_penalty(costs, self.limits), costs
+
+    def describe_constraints(self) -> str:
+        return '; '.join(
+            f'{c.metric}{"@" + c.device if c.device else ""}<={c.limit:g}'
+            for c in self.constraints)
+
+    def cheapest(self) -> np.ndarray:
+        """[C] the lowest cost each constraint can reach in the space."""
+        if self.space.NAME == 'nb201':
+            all_genomes = self.space.indices_to_genomes(np.arange(self.space.NUM_ARCHS))
+            costs = self.costs(all_genomes)
+            return np.array([np.min(c[np.isfinite(c)]) if np.isfinite(c).any() else np.inf
+                             for c in costs])
+        # OFA: every cost is monotone in kernel, expand and depth: the smallest subnet.
+        return self.costs(np.zeros((1, len(self.space.CARDINALITIES)), np.int64))[:, 0]
+
+    def budget_warnings(self) -> list[str]:
+        """Warnings for budgets below the cheapest architecture (the search still runs)."""
+        out = []
+        for c, low in zip(self.constraints, self.cheapest()):
+            msg = cons.check_budget(low, c.limit, self.describe_constraints())
+            if msg:
+                out.append(msg)
+        return out
+
+    def report(self, genome) -> dict:
+        """Every cost of one genome the tables have: for best.json."""
+        genome = np.asarray(genome)[None]
+        out = {}
+        if self.space.NAME == 'ofa':
+            for m in ('macs', 'params'):
+                out[m] = float(self._cost(genome, m, None)[0])
+            return out
+        from hwnas_jax.hardware import costs
+        hw = self.config.hardware
+        for metric, devices in costs.available(hw.dataset, hw.table).items():
+            for device in devices or [None]:
+                key = f'{metric}@{device}' if device else metric
+                try:
+                    value = costs.cost(genome, metric, device=device, dataset=hw.dataset,
+                                       missing='infeasible', table=hw.table)[0]
+                except ValueError:
+                    continue
+                out[key] = float(value) if np.isfinite(value) else None
+        return out

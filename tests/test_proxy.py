@@ -1,0 +1,127 @@
+"""Tests of the proxy engine on tiny NAS-Bench-201 networks (one cell per stage, 4 channels)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hwnas_jax import proxy, rmi
+from hwnas_jax.spaces import nb201
+
+KW = dict(channels=4, cells_per_stage=1, num_classes=10)
+SETTINGS = proxy.Settings(steps=3)
+GENOMES = np.array([[3, 3, 3, 3, 3, 3], [0, 0, 0, 2, 1, 4], [1, 2, 4, 0, 3, 1],
+                    [2, 0, 0, 0, 0, 3], [4, 4, 4, 4, 4, 4]])
+
+
+def tiny_batch(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(n, 16, 16, 3)).astype(np.float32)
+    ref = [rng.normal(size=(n, 16, 16, 4)), rng.normal(size=(n, 8, 8, 8)),
+           rng.normal(size=(n, 4, 4, 16))]
+    return {'images': images, 'labels': rng.integers(0, 10, n).astype(np.int32),
+            'ref_features': [r.astype(np.float32) for r in ref]}
+
+
+@pytest.fixture(scope='module')
+def batch():
+    return tiny_batch()
+
+
+@pytest.fixture(scope='module')
+def loop_engine(batch):
+    return proxy.Engine(nb201, KW, batch, SETTINGS, strategy='loop', population=4)
+
+
+def test_loop_engine_compiles_once_and_pads(loop_engine):
+    a = loop_engine.score(GENOMES[:3])
+    b = loop_engine.score(GENOMES[:1])
+    c = loop_engine.score(GENOMES)  # 5 members: two calls of 4, the second padded.
+    assert loop_engine.trace_count == 1
+    np.testing.assert_allclose(b['score'], a['score'][:1], rtol=1e-6)
+    np.testing.assert_allclose(c['score'][:3], a['score'], rtol=1e-6)
+    assert c['ckas'].shape == (5, 3) and np.isfinite(c['score']).all()
+    np.testing.assert_allclose(c['score'], c['ckas'].sum(1), rtol=1e-5)
+
+
+def test_strategies_agree(batch, loop_engine):
+    want = loop_engine.score(GENOMES[:3])
+    vmap = proxy.Engine(nb201, KW, batch, SETTINGS, strategy='vmap', population=3)
+    got = vmap.score(GENOMES[:3])
+    np.testing.assert_allclose(got['score'], want['score'], rtol=2e-4, atol=2e-4)
+    exact = proxy.Engine(nb201, KW, batch, SETTINGS, strategy='exact')
+    got = exact.score(GENOMES[:1])
+    np.testing.assert_allclose(got['score'], want['score'][:1], rtol=2e-4, atol=2e-4)
+
+
+def test_training_raises_similarity(batch):
+    zero = proxy.Engine(nb201, KW, batch, proxy.Settings(steps=0), strategy='loop', population=2)
+    trained = proxy.Engine(nb201, KW, batch, proxy.Settings(steps=20), strategy='loop',
+                           population=2)
+    g = GENOMES[:2]
+    assert (trained.score(g)['loss'] < zero.score(g)['loss']).all()
+
+
+def test_score_matches_direct_computation(batch):
+    """Zero steps: the score is the RMI score of the freshly initialised network."""
+    eng = proxy.Engine(nb201, KW, batch, proxy.Settings(steps=0), strategy='loop', population=1)
+    g = GENOMES[2]
+    seed = proxy.member_seeds(g[None])[0]
+    model = nb201.PopulationNetwork(**KW)
+    key = jax.random.fold_in(jax.random.key(0), seed)
+    v = model.init(key, batch['images'][:2], jnp.asarray(g), train=False)
+    (_, feats), _ = model.apply(v, batch['images'], jnp.asarray(g), train=True,
+                                mutable=['batch_stats'])
+    want = rmi.rmi_score(batch['ref_features'], feats)
+    np.testing.assert_allclose(eng.score(g[None])['score'], [want], rtol=1e-5)
+
+
+def test_bad_inputs(batch, loop_engine):
+    with pytest.raises(ValueError, match='strategy'):
+        proxy.Engine(nb201, KW, batch, SETTINGS, strategy='fast')
+    with pytest.raises(ValueError, match='genomes of shape'):
+        loop_engine.score(np.zeros((6,), int))
+    with pytest.raises(ValueError, match='pool_size'):
+        proxy.select_batch(np.zeros((4, 2)), np.zeros(4), np.zeros(4), 8)
+
+
+def test_select_batch_takes_lowest_cross_entropy():
+    ce = np.array([3.0, 0.1, 2.0, 0.5, 0.2])
+    assert proxy.select_batch(np.zeros((5, 1)), np.zeros(5), ce, 3).tolist() == [1, 4, 3]
+
+
+SHARDED = r'''
+import json, sys
+import numpy as np
+import jax
+sys.path.insert(0, sys.argv[1])
+from tests.test_proxy import tiny_batch, KW, SETTINGS, GENOMES
+from hwnas_jax import proxy
+from hwnas_jax.spaces import nb201
+assert jax.device_count() == 4, jax.devices()
+out = {}
+for strategy in ('loop', 'vmap'):
+    eng = proxy.Engine(nb201, KW, tiny_batch(), SETTINGS, strategy=strategy, population=5)
+    assert eng.call_size == 8
+    out[strategy] = eng.score(GENOMES)['score'].tolist()
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.slow
+def test_population_axis_sharded_over_four_cpu_devices(loop_engine):
+    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+               JAX_PLATFORMS='cpu')
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run([sys.executable, '-c', SHARDED, repo], env=env, cwd=repo,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    want = loop_engine.score(GENOMES)['score']
+    np.testing.assert_allclose(out['loop'], want, rtol=1e-5)
+    np.testing.assert_allclose(out['vmap'], want, rtol=2e-4, atol=2e-4)
