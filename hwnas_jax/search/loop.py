@@ -89,9 +89,16 @@ def _write_outputs(workdir: str, state: dict) -> None:
                   ''.join(json.dumps(r) + '\n' for r in state['history']))
 
 
+def _describe_kwargs(config, space) -> dict:
+    kw = {'num_classes': config.data.num_classes}
+    if space.NAME == 'ofa':
+        kw.update(resolution=config.space.resolution, width_mult=config.space.width_mult)
+    return kw
+
+
 def _best_record(space, objective: Objective, genome, score: float, fitness: float,
-                 num_classes: int) -> dict:
-    rec = space.describe(genome, num_classes=num_classes)
+                 describe_kwargs: dict) -> dict:
+    rec = space.describe(genome, **describe_kwargs)
     rec.update(score=score, fitness=fitness, costs=objective.report(genome),
                constraints=objective.describe_constraints())
     return rec
@@ -186,12 +193,12 @@ def run(config, workdir: str) -> dict:
         logging.info('%s', _progress(rec, ga_cfg.generations, times))
 
     last = state['history'][-1]
-    num_classes = config.data.num_classes
+    kw = _describe_kwargs(config, space)
     best = _best_record(space, objective, last['best_genome'], last['best_score'],
-                        last['best_fitness'], num_classes)
+                        last['best_fitness'], kw)
     bf = state['best_feasible']
     best['best_feasible_seen'] = None if bf is None else _best_record(
-        space, objective, bf['genome'], bf['score'], bf['score'], num_classes)
+        space, objective, bf['genome'], bf['score'], bf['score'], kw)
     best['evaluations'] = len(state['cache'])
     _atomic_write(os.path.join(workdir, 'best.json'), json.dumps(best, indent=2))
     logging.info('Best of the last generation: %s', json.dumps(
