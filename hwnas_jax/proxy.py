@@ -174,7 +174,8 @@ class Engine:
 
     def __init__(self, space, kwargs: dict, batch: dict, settings: Settings, *,
                  strategy: str = 'auto', chunk_size: int = 0, population: int = 20,
-                 seed: int = 0, conv_impl: str = 'auto', devices=None):
+                 seed: int = 0, conv_impl: str = 'auto', devices=None,
+                 compiler_options: dict | None = None):
         if strategy not in STRATEGIES:
             raise ValueError(f'unknown proxy strategy {strategy!r}; choose one of {STRATEGIES}')
         self.devices = list(devices or jax.local_devices())
@@ -191,6 +192,8 @@ class Engine:
         self._compiled = None
         self._key = None
         self._exact_traces = 0
+        # XLA options for every compilation (e.g. the tests' cheapest CPU settings).
+        self.compiler_options = dict(compiler_options or {})
         self._images = jnp.asarray(batch['images'], jnp.float32)
         self._labels = jnp.asarray(batch['labels'], jnp.int32)
         self._ref = [jnp.asarray(f, jnp.float32) for f in batch['ref_features']]
@@ -217,7 +220,8 @@ class Engine:
     def _program_key(self, args) -> tuple:
         shapes = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args))
         return (self.space.NAME, repr(self._pop_model), self.settings, self.strategy,
-                tuple(d.id for d in self.devices), shapes)
+                tuple(d.id for d in self.devices), shapes,
+                tuple(sorted(self.compiler_options.items())))
 
     def _score_chunk(self, genomes: np.ndarray) -> tuple[np.ndarray, ...]:
         n = len(genomes)
@@ -235,7 +239,7 @@ class Engine:
                 t0 = time.perf_counter()
                 fn = population_program(self._pop_model, self.settings, self.strategy,
                                         self.mesh)
-                _PROGRAMS[key] = fn.lower(*args).compile()
+                _PROGRAMS[key] = fn.lower(*args).compile(compiler_options=self.compiler_options)
                 TRACES[key] += 1
                 self.compile_seconds += time.perf_counter() - t0
             self._compiled, self._key = _PROGRAMS[key], key
@@ -265,7 +269,8 @@ class Engine:
             t0 = time.perf_counter()
             variables = self._exact_variables(genome)
             compiled = jax.jit(fn).lower(variables, self._images, self._labels,
-                                         self._ref).compile()
+                                         self._ref).compile(
+                                             compiler_options=self.compiler_options)
             self.compile_seconds += time.perf_counter() - t0
             self._exact_cache[key] = compiled
         return self._exact_cache[key]

@@ -15,8 +15,14 @@ from hwnas_jax.spaces import nb201
 
 KW = dict(channels=4, cells_per_stage=1, num_classes=10)
 SETTINGS = proxy.Settings(steps=3)
+# XLA:CPU's cheapest compile settings: these tests' time is mostly compilation.
+FAST = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 GENOMES = np.array([[3, 3, 3, 3, 3, 3], [0, 0, 0, 2, 1, 4], [1, 2, 4, 0, 3, 1],
                     [2, 0, 0, 0, 0, 3], [4, 4, 4, 4, 4, 4]])
+
+
+def engine(batch, settings=SETTINGS, **kwargs):
+    return proxy.Engine(nb201, KW, batch, settings, compiler_options=FAST, **kwargs)
 
 
 def tiny_batch(n=8, seed=0):
@@ -35,7 +41,7 @@ def batch():
 
 @pytest.fixture(scope='module')
 def loop_engine(batch):
-    return proxy.Engine(nb201, KW, batch, SETTINGS, strategy='loop', population=4)
+    return engine(batch, strategy='loop', population=4)
 
 
 def test_loop_engine_compiles_once_and_pads(loop_engine):
@@ -51,25 +57,24 @@ def test_loop_engine_compiles_once_and_pads(loop_engine):
 
 def test_strategies_agree(batch, loop_engine):
     want = loop_engine.score(GENOMES[:3])
-    vmap = proxy.Engine(nb201, KW, batch, SETTINGS, strategy='vmap', population=3)
+    vmap = engine(batch, strategy='vmap', population=3)
     got = vmap.score(GENOMES[:3])
     np.testing.assert_allclose(got['score'], want['score'], rtol=2e-4, atol=2e-4)
-    exact = proxy.Engine(nb201, KW, batch, SETTINGS, strategy='exact')
+    exact = engine(batch, strategy='exact')
     got = exact.score(GENOMES[:1])
     np.testing.assert_allclose(got['score'], want['score'][:1], rtol=2e-4, atol=2e-4)
 
 
 def test_training_raises_similarity(batch):
-    zero = proxy.Engine(nb201, KW, batch, proxy.Settings(steps=0), strategy='loop', population=2)
-    trained = proxy.Engine(nb201, KW, batch, proxy.Settings(steps=20), strategy='loop',
-                           population=2)
+    zero = engine(batch, proxy.Settings(steps=0), strategy='loop', population=2)
+    trained = engine(batch, proxy.Settings(steps=20), strategy='loop', population=2)
     g = GENOMES[:2]
     assert (trained.score(g)['loss'] < zero.score(g)['loss']).all()
 
 
 def test_score_matches_direct_computation(batch):
     """Zero steps: the score is the RMI score of the freshly initialised network."""
-    eng = proxy.Engine(nb201, KW, batch, proxy.Settings(steps=0), strategy='loop', population=1)
+    eng = engine(batch, proxy.Settings(steps=0), strategy='loop', population=2)
     g = GENOMES[2]
     seed = proxy.member_seeds(g[None])[0]
     model = nb201.PopulationNetwork(**KW)
@@ -83,7 +88,7 @@ def test_score_matches_direct_computation(batch):
 
 def test_bad_inputs(batch, loop_engine):
     with pytest.raises(ValueError, match='strategy'):
-        proxy.Engine(nb201, KW, batch, SETTINGS, strategy='fast')
+        engine(batch, strategy='fast')
     with pytest.raises(ValueError, match='genomes of shape'):
         loop_engine.score(np.zeros((6,), int))
     with pytest.raises(ValueError, match='pool_size'):
@@ -100,13 +105,13 @@ import json, sys
 import numpy as np
 import jax
 sys.path.insert(0, sys.argv[1])
-from tests.test_proxy import tiny_batch, KW, SETTINGS, GENOMES
+from tests.test_proxy import engine, tiny_batch, GENOMES
 from hwnas_jax import proxy
 from hwnas_jax.spaces import nb201
 assert jax.device_count() == 4, jax.devices()
 out = {}
 for strategy in ('loop', 'vmap'):
-    eng = proxy.Engine(nb201, KW, tiny_batch(), SETTINGS, strategy=strategy, population=5)
+    eng = engine(tiny_batch(), strategy=strategy, population=5)
     assert eng.call_size == 8
     out[strategy] = eng.score(GENOMES)['score'].tolist()
 print(json.dumps(out))

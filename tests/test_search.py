@@ -11,19 +11,16 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = ['--config.space.channels=4', '--config.space.cells_per_stage=1',
-        '--config.proxy.steps=2', '--config.proxy.batch_size=8', '--config.proxy.pool_size=16',
-        '--config.ga.population=6', '--config.ga.tournament=3', '--config.ga.generations=6']
 
 
-def launch(workdir, *extra, config='configs/nb201_latency.py', wait=True, cache=None):
+def launch(workdir, *extra, config='configs/smoke.py', wait=True, cache=None):
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     if cache:
         # Compiled programs are shared between the test's runs through JAX's persistent cache.
         env.update(JAX_COMPILATION_CACHE_DIR=str(cache),
                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
     cmd = [sys.executable, 'launch.py', f'--config={config}', f'--workdir={workdir}',
-           *TINY, *extra]
+           *extra]
     if not wait:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
@@ -107,17 +104,10 @@ def test_resume_with_other_settings_is_refused(full_run):
     assert res.returncode == 2 and 'different settings' in res.stderr
 
 
-def tiny_config(**overrides):
+def tiny_config():
     sys.path.insert(0, str(REPO))
-    from configs import nb201_latency
-    config = nb201_latency.get_config()
-    config.space.channels, config.space.cells_per_stage = 4, 1
-    config.proxy.steps, config.proxy.batch_size, config.proxy.pool_size = 2, 8, 16
-    config.ga.population, config.ga.tournament, config.ga.generations = 6, 3, 6
-    for k, v in overrides.items():
-        section, field = k.split('__')
-        config[section][field] = v
-    return config
+    from configs import smoke
+    return smoke.get_config()
 
 
 def test_interrupt_inside_scoring_then_resume(full_run, tmp_path, monkeypatch):
