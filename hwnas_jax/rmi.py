@@ -81,11 +81,11 @@ def linear_cka(x: ArrayLike, y: ArrayLike) -> jax.Array:
         raise ValueError(
             f'linear_cka needs the same number of examples in x and y, got x of shape '
             f'{x.shape} and y of shape {y.shape} (after flattening per example).')
-    k = _centred_gram(x)
-    l = _centred_gram(y)
-    hsic_xy = jnp.vdot(k, l)
-    norm_x = jnp.sqrt(jnp.vdot(k, k) + EPS)
-    norm_y = jnp.sqrt(jnp.vdot(l, l) + EPS)
+    gram_x = _centred_gram(x)
+    gram_y = _centred_gram(y)
+    hsic_xy = jnp.vdot(gram_x, gram_y)
+    norm_x = jnp.sqrt(jnp.vdot(gram_x, gram_x) + EPS)
+    norm_y = jnp.sqrt(jnp.vdot(gram_y, gram_y) + EPS)
     return hsic_xy / (norm_x * norm_y)
 
 

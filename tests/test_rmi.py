@@ -14,9 +14,9 @@ def np_cka_gram(x, y):
     y = np.asarray(y, np.float64).reshape(len(y), -1)
     n = len(x)
     h = np.eye(n) - np.ones((n, n)) / n
-    k = h @ (x @ x.T) @ h
-    l = h @ (y @ y.T) @ h
-    return np.sum(k * l) / (np.linalg.norm(k) * np.linalg.norm(l))
+    kx = h @ (x @ x.T) @ h
+    ky = h @ (y @ y.T) @ h
+    return np.sum(kx * ky) / (np.linalg.norm(kx) * np.linalg.norm(ky))
 
 
 def np_cka_features(x, y):
