@@ -28,9 +28,11 @@ def get_config() -> config_dict.ConfigDict:
     c.data.root = config_dict.placeholder(str)  # 'folder': root holding split/label/image.
     c.data.num_classes = 10  # Classes of the task.
     c.data.image_size = 32  # Side of the (square) input images.
+    c.data.resize = False  # Resize images of another stored size to image_size (bilinear).
 
     c.reference = config_dict.ConfigDict()
     c.reference.checkpoint = config_dict.placeholder(str)  # Trained reference; unset: packaged.
+    c.reference.arch = ''  # 'resnet20' | 'ofa_max'; empty: the space's own reference.
     c.reference.depth = 20  # train_reference: ResNet depth (6n + 2).
     c.reference.bn_mode = 'eval'  # 'eval' (running stats) | 'train' (batch stats, as RMI-NAS).
 

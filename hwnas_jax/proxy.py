@@ -13,7 +13,7 @@ Strategies (`config.proxy.strategy`), all from the same compiled-once function o
          convolutions with per-member weights are slow, and still one compilation per search.
   exact  one exact network per architecture, compiled per architecture: the baseline (and the
          PyTorch way); compilation dominates over a search.
-  auto   'vmap' on GPU/TPU, 'loop' on CPU (measured on CPU: 'loop' and 'exact' with im2col
+  auto   'vmap' on GPU/TPU; on CPU 'loop' for NAS-Bench-201 and 'exact' for OFA (measured on CPU: 'loop' and 'exact' with im2col
          convolutions are even end to end, 10-13x faster than with XLA's convolution and ~100x
          faster than 'vmap'; see benchmarks/README.md).
 Members are padded to a fixed call size (`chunk_size`, default the population size rounded up to
@@ -183,7 +183,11 @@ class Engine:
         self.devices = list(devices or jax.local_devices())
         backend = self.devices[0].platform
         if strategy == 'auto':
-            strategy = 'loop' if backend == 'cpu' else 'vmap'
+            switchable = 'dispatch' in space.PopulationNetwork.__dataclass_fields__
+            # On CPU: one compiled program running only each member's chosen ops where the space
+            # supports it (NAS-Bench-201); otherwise exact networks (OFA's masked population
+            # form is far slower to compile and run there).
+            strategy = 'vmap' if backend != 'cpu' else 'loop' if switchable else 'exact'
         if conv_impl == 'auto':
             # Measured (benchmarks/README.md): on XLA:CPU, convolutions as patch matrix
             # products train NAS-Bench-201 nets 10-13x faster than XLA's own convolution.
@@ -340,7 +344,9 @@ def load_or_make_batch(config, path: str) -> dict:
     else:
         rng = np.random.default_rng([config.seed, 1])
         pool_images, pool_labels = data.random_pool(config, rng, config.proxy.pool_size)
-        logits, _ = feature_fn(data.normalize(pool_images))
+        # In chunks: the pool can be large images through a large reference.
+        logits = np.concatenate([np.asarray(feature_fn(data.normalize(pool_images[i:i + 64]))[0])
+                                 for i in range(0, len(pool_images), 64)])
         logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32))
         ce = -np.asarray(jnp.take_along_axis(logp, jnp.asarray(pool_labels)[:, None], 1))[:, 0]
         idx = select_batch(pool_images, pool_labels, ce, config.proxy.batch_size)

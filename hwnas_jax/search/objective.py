@@ -45,11 +45,10 @@ class Objective:
     def _cost(self, genomes: np.ndarray, metric: str, device) -> np.ndarray:
         if self.space.NAME == 'ofa':
             s = self.config.space
-            kw = dict(num_classes=self.config.data.num_classes, width_mult=s.width_mult)
-            if metric == 'params':
-                return np.array([self.space.num_params(g, **kw) for g in genomes], np.float64)
-            return np.array([self.space.macs(g, resolution=s.resolution, **kw)
-                             for g in genomes], np.float64)
+            base, table = self.space.cost_tables(
+                metric, resolution=s.resolution, num_classes=self.config.data.num_classes,
+                width_mult=s.width_mult)
+            return self.space.batch_costs(genomes, base, table)
         from hwnas_jax.hardware import costs
         hw = self.config.hardware
         return np.asarray(costs.cost(genomes, metric, device=device, dataset=hw.dataset,

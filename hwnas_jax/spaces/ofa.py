@@ -21,11 +21,13 @@ classifier biases.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from hwnas_jax.spaces import ofa_net
 from hwnas_jax.spaces.ofa_net import (
     DEPTH_CHOICES,
     EXPAND_CHOICES,
@@ -235,3 +237,67 @@ def describe(genome: Genome, *, resolution: int = 224, num_classes: int = 1000,
         'macs': macs(g, resolution, num_classes, width_mult, cifar_stem=cifar_stem),
         'params': num_params(g, num_classes, width_mult),
     }
+
+
+@functools.lru_cache(maxsize=32)
+def cost_tables(metric: str, *, resolution: int = 224, num_classes: int = 1000,
+                    width_mult: float = 1.2,
+                    cifar_stem: bool | None = None) -> tuple[float, np.ndarray]:
+    """Per-block cost tables of the OFA space, in millions (MACs or parameters).
+
+    The cost of genome g is ``base + sum_i active_i(g) * table[i, k_i(g), e_i(g)]`` over the 20
+    blocks: a block's input width, stride and input size depend only on its position.
+
+    Args:
+      metric: 'macs' (also 'flops', OFA's naming) or 'params'.
+      resolution, num_classes, width_mult, cifar_stem: as ``ofa.macs`` / ``ofa.num_params``.
+
+    Returns:
+      ``(base, table [20, 3, 3])``: the cost of the stem, first block and head, and of each
+      block for each kernel and expand choice index.
+    """
+    lay = layout(width_mult, ofa_net.use_cifar_stem(resolution, cifar_stem))
+    table = np.zeros((ofa_net.NUM_BLOCKS, len(ofa_net.KERNEL_CHOICES),
+                      len(ofa_net.EXPAND_CHOICES)))
+    size = (resolution - 1) // lay.stem_stride + 1
+    c0, c1 = lay.stem_ch, lay.first_ch
+    if metric in ("macs", "flops"):
+        base = 3 * c0 * 9 * size ** 2 + mbconv_macs(c0, None, c1, 3, 1, size)[0]
+    elif metric == "params":
+        base = 27 * c0 + 2 * c0 + 9 * c0 + 2 * c0 + c0 * c1 + 2 * c1
+    else:
+        raise ValueError(f"no OFA cost table for {metric!r}; choose 'flops', 'macs' or 'params'")
+    for s, st in enumerate(lay.stages):
+        for b in range(ofa_net.MAX_DEPTH):
+            in_ch, stride = (st.in_ch, st.stride) if b == 0 else (st.out_ch, 1)
+            for ki, k in enumerate(ofa_net.KERNEL_CHOICES):
+                for ei, e in enumerate(ofa_net.EXPAND_CHOICES):
+                    mid = ofa_net.mid_channels(in_ch, e)
+                    red = ofa_net.se_channels(mid) if st.se else 0
+                    if metric == "params":
+                        cost = (in_ch * mid + 2 * mid + k * k * mid + 2 * mid + mid * st.out_ch
+                                + 2 * st.out_ch + (2 * mid * red + red + mid if red else 0))
+                    else:
+                        cost = mbconv_macs(in_ch, mid, st.out_ch, k, stride, size, red)[0]
+                    table[ofa_net.MAX_DEPTH * s + b, ki, ei] = cost
+            size = (size - 1) // stride + 1
+    last = lay.stages[-1].out_ch
+    if metric == "params":
+        base += last * lay.final_ch + 2 * lay.final_ch + lay.final_ch * lay.mix_ch
+        base += lay.mix_ch * num_classes + num_classes
+    else:
+        base += last * lay.final_ch * size ** 2 + lay.final_ch * lay.mix_ch
+        base += lay.mix_ch * num_classes
+    table = table / 1e6
+    table.setflags(write=False)  # Cached and shared: read only.
+    return base / 1e6, table
+
+
+def batch_costs(genomes: np.ndarray, base: float, table: np.ndarray) -> np.ndarray:
+    """[n] costs of OFA genomes [n, 45] from ``cost_tables`` (genes not checked)."""
+    g = np.asarray(genomes)
+    nb, depth = ofa_net.NUM_BLOCKS, ofa_net.MAX_DEPTH
+    per_block = table[np.arange(nb), g[:, :nb], g[:, nb:2 * nb]]
+    depths = np.asarray(ofa_net.DEPTH_CHOICES)[g[:, 2 * nb:]]
+    active = np.tile(np.arange(depth), ofa_net.NUM_STAGES) < np.repeat(depths, depth, axis=1)
+    return base + np.sum(per_block * active, axis=1)
