@@ -18,10 +18,13 @@ import io
 import pathlib
 import sys
 import tarfile
-import zipfile
 
 import numpy as np
 from PIL import Image
+
+# The one deterministic npz writer of the tools (byte-identical files across runs).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from convert_reference import write_npz  # noqa: E402
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -46,21 +49,6 @@ sorted order, decoded with Pillow to RGB uint8 [{size}, 32, 32, 3]. Labels follo
 class order: {classes}.
 Sample file sha256 {npz_sha}.
 """
-
-
-def write_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
-    """Writes an npz that np.load reads, byte-identical across runs (fixed timestamps, order)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for key in sorted(arrays):
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.asarray(arrays[key]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buffer.getvalue())
-    tmp.replace(path)
 
 
 def read_train_sample(tar_path: pathlib.Path, size: int, seed: int) -> tuple[np.ndarray, ...]:
