@@ -1,4 +1,4 @@
-"""A tiny NAS-Bench-201 search that runs in seconds on a CPU (used by the tests).
+"""A tiny NAS-Bench-201 search that runs in under a minute on a CPU (used by the tests).
 
 Run: python launch.py --config configs/smoke.py
 Expect: 6 generations of 6 members on tiny networks (4 channels, one cell per stage, 2 SGD
