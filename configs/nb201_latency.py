@@ -6,6 +6,8 @@ Expect: one progress line per generation; after 100 generations of 20 members, `
   the work directory holds the best-fitness architecture of the last generation, feasible
   (latency <= limit), with its RMI score near the top of the feasible ones (about 2.3-2.6 of 3).
   Devices: edgegpu, raspi4, edgetpu, pixel3, eyeriss, fpga (latency in ms per image).
+  HW-NAS-Bench lacks edgegpu/edgetpu values for some architectures: add
+  --config.hardware.missing=infeasible (or =predict) for those two devices.
 """
 
 from configs import base

@@ -91,6 +91,9 @@ def test_user_errors_are_one_line(tmp_path):
     assert res.returncode == 2
     assert 'Traceback' not in res.stderr and 'iphone' in res.stderr
     assert 'pixel3' in res.stderr  # It lists what exists.
+    res = launch(tmp_path / 'e', '--config.hardware.device=edgegpu')
+    assert res.returncode == 2 and 'Traceback' not in res.stderr
+    assert 'hardware.missing=infeasible' in res.stderr  # Says so at the start, not hours later.
     res = launch(tmp_path / 'b', '--config.hardware.nonsense=1')
     assert res.returncode != 0 and 'nonsense' in res.stderr
     res = launch(tmp_path / 'c', '--config.data.source=folder',

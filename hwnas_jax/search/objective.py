@@ -34,6 +34,8 @@ class Objective:
                     raise ValueError(
                         f'the OFA space has no {c.metric!r} table; constrain one of {OFA_METRICS}'
                         ' (MACs in millions, params in millions)')
+        if space.NAME == 'nb201':
+            self._check_coverage()
         # Fail early (unknown metric, device or dataset) with the cost module's own message.
         self.costs(np.asarray([space.canonical(space.random_genomes(
             np.random.default_rng(0), 1)[0])]))
@@ -42,7 +44,26 @@ class Objective:
     def limits(self) -> np.ndarray:
         return np.asarray([c.limit for c in self.constraints], np.float64)
 
-    def _cost(self, genomes: np.ndarray, metric: str, device) -> np.ndarray:
+    def _check_coverage(self) -> None:
+        """With missing='error', refuse at the start a table that lacks values for the space."""
+        from hwnas_jax.hardware import costs
+        hw = self.config.hardware
+        if hw.missing != 'error':
+            return
+        for c in self.constraints:
+            if c.device is None:
+                continue
+            known, total = costs.coverage(c.metric, device=c.device, dataset=hw.dataset,
+                                          table=hw.table)
+            if known < total:
+                raise ValueError(
+                    f'HW-NAS-Bench has {c.metric} on {c.device} ({hw.dataset}) for only {known} '
+                    f'of {total} architectures, and hardware.missing=error would stop the search '
+                    'at the first one without a value: set --config.hardware.missing=infeasible '
+                    '(they count as over budget) or --config.hardware.missing=predict (a '
+                    'least-squares estimate; its held-out error is logged)')
+
+    def _cost(self, genomes: np.ndarray, metric: str, device, missing=None) -> np.ndarray:
         if self.space.NAME == 'ofa':
             s = self.config.space
             base, table = self.space.cost_tables(
@@ -52,7 +73,7 @@ class Objective:
         from hwnas_jax.hardware import costs
         hw = self.config.hardware
         return np.asarray(costs.cost(genomes, metric, device=device, dataset=hw.dataset,
-                                     missing=hw.missing, table=hw.table), np.float64)
+                                     missing=missing or hw.missing, table=hw.table), np.float64)
 
     def costs(self, genomes) -> np.ndarray:
         """[C, P] cost of each constraint for each genome."""
@@ -73,7 +94,9 @@ class Objective:
         """[C] the lowest cost each constraint can reach in the space."""
         if self.space.NAME == 'nb201':
             all_genomes = self.space.indices_to_genomes(np.arange(self.space.NUM_ARCHS))
-            costs = self.costs(all_genomes)
+            # Only the values the table has: the cheapest measured architecture.
+            costs = [self._cost(all_genomes, c.metric, c.device, missing='infeasible')
+                     for c in self.constraints]
             return np.array([np.min(c[np.isfinite(c)]) if np.isfinite(c).any() else np.inf
                              for c in costs])
         # OFA: every cost is monotone in kernel, expand and depth: the smallest subnet.
