@@ -106,7 +106,7 @@ class Objective:
         """Warnings for budgets below the cheapest architecture (the search still runs)."""
         out = []
         for c, low in zip(self.constraints, self.cheapest()):
-            msg = cons.check_budget(low, c.limit, self.describe_constraints())
+            msg = cons.check_budget(low, c.limit, c.name)
             if msg:
                 out.append(msg)
         return out
