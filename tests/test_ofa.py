@@ -430,3 +430,25 @@ def test_population_equals_exact_network(population, m):
     _assert_close(_member(population['eval_out'], m), eval_out)
     # With batch statistics as running statistics, eval mode reproduces train mode.
     _assert_close(eval_out, out, 1e-3)
+
+
+@pytest.mark.parametrize('k', [3, 5, 7])
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('size', [8, 7])
+def test_depthwise_impls_agree(k, stride, size):
+    """Shifted products and XLA's grouped conv agree in value and in gradients."""
+    kx, kw, kg = jax.random.split(jax.random.PRNGKey(k * 10 + stride), 3)
+    x = jax.random.normal(kx, (2, size, size, 6))
+    w = jax.random.normal(kw, (k, k, 1, 6))
+    ct = jax.random.normal(kg, ofa_net.depthwise_conv(x, w, stride, impl='grouped').shape)
+
+    def run(impl):
+        f = lambda x, w: jnp.sum(ofa_net.depthwise_conv(x, w, stride, impl=impl) * ct)
+        return jax.value_and_grad(f, argnums=(0, 1))(x, w)
+
+    (v_s, (gx_s, gw_s)), (v_g, (gx_g, gw_g)) = run('shifted'), run('grouped')
+    np.testing.assert_allclose(v_s, v_g, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gx_s, gx_g, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gw_s, gw_g, rtol=1e-4, atol=1e-4)
+    h_out = (size + 2 * (k // 2) - k) // stride + 1
+    assert ofa_net.depthwise_conv(x, w, stride, impl='shifted').shape == (2, h_out, h_out, 6)

@@ -173,6 +173,72 @@ def _conv(features: int, kernel: int, fan_out: Any, *, stride: int = 1, groups: 
                    kernel_init=_he_fout(fan_out), name=name)
 
 
+def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, *,
+                   impl: str | None = None) -> jax.Array:
+    """Depthwise ``k x k`` convolution of ``x: [N, H, W, C]``, padding ``k // 2`` on every side.
+
+    ``kernel: [k, k, 1, C]`` (flax ``nn.Conv`` layout with ``feature_group_count=C``); output
+    ``[N, (H + 2p - k) // stride + 1, ..., C]`` as PyTorch's ``Conv2d(padding=k // 2)``.
+
+    ``impl``: ``'shifted'`` sums the ``k * k`` shifted, strided slices of the padded input times
+    the per-channel taps; ``'grouped'`` is XLA's grouped convolution. ``None`` picks ``'shifted'``
+    on CPU, where XLA's grouped convolution is several times slower (forward and backward), and
+    ``'grouped'`` elsewhere.
+    """
+    if impl is None:
+        impl = 'shifted' if jax.default_backend() == 'cpu' else 'grouped'
+    kh, kw, one, c = kernel.shape
+    if one != 1 or c != x.shape[-1]:
+        raise ValueError(f'Depthwise kernel {kernel.shape} does not fit input {x.shape}.')
+    ph, pw = kh // 2, kw // 2
+    if impl == 'grouped':
+        return jax.lax.conv_general_dilated(
+            x, kernel, (stride, stride), ((ph, ph), (pw, pw)),
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c)
+    if impl != 'shifted':
+        raise ValueError(f"impl must be 'shifted', 'grouped' or None, got {impl!r}.")
+    h_out = (x.shape[1] + 2 * ph - kh) // stride + 1
+    w_out = (x.shape[2] + 2 * pw - kw) // stride + 1
+    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    out = None
+    for dy in range(kh):
+        for dx in range(kw):
+            t = jax.lax.slice(xp, (0, dy, dx, 0),
+                              (xp.shape[0], dy + stride * (h_out - 1) + 1,
+                               dx + stride * (w_out - 1) + 1, c),
+                              (1, stride, stride, 1)) * kernel[dy, dx, 0]
+            out = t if out is None else out + t
+    return out
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise conv with ``nn.Conv``'s parameters (``kernel: [k, k, 1, C]``, no bias).
+
+    Attributes:
+      kernel_size: k (padding ``k // 2`` on every side).
+      fan_out: fan-out of the He (fan-out) init; may be traced.
+      stride: spatial stride.
+      mask: optional multiplier of the kernel (``nn.Conv``'s ``mask``).
+      impl: see ``depthwise_conv``.
+    """
+
+    kernel_size: int
+    fan_out: Any
+    stride: int = 1
+    mask: jax.Array | None = None
+    impl: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        kernel = self.param('kernel', _he_fout(self.fan_out),
+                            (self.kernel_size, self.kernel_size, 1, c), jnp.float32)
+        if self.mask is not None:
+            kernel = kernel * self.mask
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=None)
+        return depthwise_conv(x, kernel, self.stride, impl=self.impl)
+
+
 def _bn(train: bool, name: str) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
                         name=name)
@@ -216,6 +282,7 @@ class MBConv(nn.Module):
       mid_ch: middle channels, or None for expand ratio 1 (no expand conv).
       se: whether a squeeze-and-excite follows the depthwise conv.
       act: 'relu' or 'h_swish'.
+      dw_impl: depthwise convolution implementation (see ``depthwise_conv``).
     """
 
     out_ch: int
@@ -224,6 +291,7 @@ class MBConv(nn.Module):
     mid_ch: int | None
     se: bool
     act: str
+    dw_impl: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -234,8 +302,8 @@ class MBConv(nn.Module):
             h = _conv(self.mid_ch, 1, self.mid_ch, name='expand_conv')(h)
             h = act(_bn(train, 'expand_bn')(h))
         mid = h.shape[-1]
-        h = _conv(mid, self.kernel, self.kernel ** 2 * mid, stride=self.stride, groups=mid,
-                  name='dw_conv')(h)
+        h = DepthwiseConv(self.kernel, self.kernel ** 2 * mid, self.stride, impl=self.dw_impl,
+                          name='dw_conv')(h)
         h = act(_bn(train, 'dw_bn')(h))
         if self.se:
             red = se_channels(mid)
@@ -258,12 +326,14 @@ class MaskedMBConv(nn.Module):
       stride: depthwise stride.
       se: whether a squeeze-and-excite follows the depthwise conv.
       act: 'relu' or 'h_swish'.
+      dw_impl: depthwise convolution implementation (see ``depthwise_conv``).
     """
 
     out_ch: int
     stride: int
     se: bool
     act: str
+    dw_impl: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, kernel_gene: jax.Array, expand_gene: jax.Array,
@@ -285,8 +355,8 @@ class MaskedMBConv(nn.Module):
 
         h = _conv(max(mids), 1, mid, name='expand_conv')(x)
         h = act(MaskedBatchNorm(name='expand_bn')(h, update, train=train)) * ch_mask
-        h = _conv(max(mids), _MAX_K, k * k * mid, stride=self.stride, groups=max(mids),
-                  mask=k_mask, name='dw_conv')(h)
+        h = DepthwiseConv(_MAX_K, k * k * mid, self.stride, mask=k_mask, impl=self.dw_impl,
+                          name='dw_conv')(h)
         h = act(MaskedBatchNorm(name='dw_bn')(h, update, train=train)) * ch_mask
         if self.se:
             reds = [se_channels(m) for m in mids]
@@ -316,10 +386,11 @@ def _check(x: jax.Array, resolution: int, feature_stages: Sequence[int]) -> None
                          f'got {feature_stages}.')
 
 
-def _stem(x: jax.Array, lay: Layout, train: bool) -> jax.Array:
+def _stem(x: jax.Array, lay: Layout, train: bool, dw_impl: str | None) -> jax.Array:
     x = _conv(lay.stem_ch, 3, 9 * lay.stem_ch, stride=lay.stem_stride, name='stem_conv')(x)
     x = h_swish(_bn(train, 'stem_bn')(x))
-    return MBConv(lay.first_ch, 3, 1, None, False, 'relu', name='block0')(x, train=train)
+    return MBConv(lay.first_ch, 3, 1, None, False, 'relu', dw_impl,
+                  name='block0')(x, train=train)
 
 
 def _head(x: jax.Array, lay: Layout, num_classes: int, train: bool) -> jax.Array:
@@ -342,6 +413,8 @@ class Network(nn.Module):
       resolution: input height and width.
       feature_stages: stages (1-5) whose outputs are returned as features.
       cifar_stem: stride-1 stem and first stage; None = automatic (resolution <= 64).
+      dw_impl: depthwise convolution implementation, ``'shifted'``, ``'grouped'`` or None
+        (automatic: shifted products on CPU); see ``depthwise_conv``. Same parameters either way.
     """
 
     genome: tuple[int, ...]
@@ -350,6 +423,7 @@ class Network(nn.Module):
     resolution: int = 224
     feature_stages: tuple[int, ...] = (1, 3, 5)
     cifar_stem: bool | None = None
+    dw_impl: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *,
@@ -364,14 +438,14 @@ class Network(nn.Module):
         _check(x, self.resolution, self.feature_stages)
         ks, es, ds = decode(self.genome)
         lay = layout(self.width_mult, use_cifar_stem(self.resolution, self.cifar_stem))
-        x = _stem(x, lay, train)
+        x = _stem(x, lay, train, self.dw_impl)
         features = []
         for s, st in enumerate(lay.stages):
             for b in range(ds[s]):
                 i = MAX_DEPTH * s + b
                 in_ch = st.in_ch if b == 0 else st.out_ch
                 x = MBConv(st.out_ch, ks[i], st.stride if b == 0 else 1,
-                           mid_channels(in_ch, es[i]), st.se, st.act,
+                           mid_channels(in_ch, es[i]), st.se, st.act, self.dw_impl,
                            name=f'block{i + 1}')(x, train=train)
             if s + 1 in self.feature_stages:
                 features.append(x)
@@ -393,6 +467,7 @@ class PopulationNetwork(nn.Module):
     resolution: int = 224
     feature_stages: tuple[int, ...] = (1, 3, 5)
     cifar_stem: bool | None = None
+    dw_impl: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, genome: jax.Array, *,
@@ -408,14 +483,14 @@ class PopulationNetwork(nn.Module):
             raise ValueError(f'An OFA genome has {NUM_GENES} genes, got shape {genome.shape}.')
         depth = jnp.asarray(DEPTH_CHOICES)[genome[2 * NUM_BLOCKS:]]
         lay = layout(self.width_mult, use_cifar_stem(self.resolution, self.cifar_stem))
-        x = _stem(x, lay, train)
+        x = _stem(x, lay, train, self.dw_impl)
         features = []
         for s, st in enumerate(lay.stages):
             for b in range(MAX_DEPTH):
                 i = MAX_DEPTH * s + b
                 active = True if b < min(DEPTH_CHOICES) else b < depth[s]
                 x = MaskedMBConv(st.out_ch, st.stride if b == 0 else 1, st.se, st.act,
-                                 name=f'block{i + 1}')(
+                                 self.dw_impl, name=f'block{i + 1}')(
                     x, genome[i], genome[NUM_BLOCKS + i], active, train=train)
             if s + 1 in self.feature_stages:
                 features.append(x)
