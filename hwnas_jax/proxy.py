@@ -12,10 +12,10 @@ Strategies (`config.proxy.strategy`), all from the same compiled-once function o
          each running only its chosen ops (`dispatch='switch'`): best on CPUs, where XLA's
          convolutions with per-member weights are slow, and still one compilation per search.
   exact  one exact network per architecture, compiled per architecture: the baseline (and the
-         PyTorch way); compilation dominates over a search.
-  auto   'vmap' on GPU/TPU; on CPU 'loop' for NAS-Bench-201 and 'exact' for OFA (measured on CPU: 'loop' and 'exact' with im2col
-         convolutions are even end to end, 10-13x faster than with XLA's convolution and ~100x
-         faster than 'vmap'; see benchmarks/README.md).
+         PyTorch way); each new architecture pays its own compilation (9-14 s on a CPU).
+  auto   'vmap' on GPU/TPU; on CPU 'loop' for NAS-Bench-201 and 'exact' for OFA. Measured on a
+         CPU: 'loop' and 'exact' with im2col convolutions are even end to end, 10-13x faster
+         than with XLA's convolution and ~100x faster than 'vmap' (benchmarks/README.md).
 Members are padded to a fixed call size (`chunk_size`, default the population size rounded up to
 the device count) so that no generation recompiles; the member axis is sharded over all local
 devices with `jax.sharding` (`shard_map` over a 1-D mesh).

@@ -26,14 +26,14 @@ def test_ofa_cost_tables_equal_the_space_functions(kwargs):
     rng = np.random.default_rng(0)
     genomes = np.concatenate([ofa.random_genomes(rng, 200), np.zeros((1, 45), np.int64),
                               np.full((1, 45), 2)])  # fmt: skip
-    base, table = figure5.ofa_cost_tables("flops", **kwargs)
+    base, table = ofa.cost_tables("flops", **kwargs)
     want = [ofa.macs(g, **kwargs) for g in genomes]
-    np.testing.assert_allclose(figure5.ofa_costs(genomes, base, table), want, rtol=1e-12)
-    base, table = figure5.ofa_cost_tables("params", **kwargs)
+    np.testing.assert_allclose(ofa.batch_costs(genomes, base, table), want, rtol=1e-12)
+    base, table = ofa.cost_tables("params", **kwargs)
     want = [ofa.num_params(g, kwargs["num_classes"], kwargs["width_mult"]) for g in genomes]
-    np.testing.assert_allclose(figure5.ofa_costs(genomes, base, table), want, rtol=1e-12)
+    np.testing.assert_allclose(ofa.batch_costs(genomes, base, table), want, rtol=1e-12)
     with pytest.raises(ValueError, match="no OFA cost table"):
-        figure5.ofa_cost_tables("latency")
+        ofa.cost_tables("latency")
 
 
 def test_default_sweep_spans_tight_to_loose():

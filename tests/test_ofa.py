@@ -443,7 +443,9 @@ def test_depthwise_impls_agree(k, stride, size):
     ct = jax.random.normal(kg, ofa_net.depthwise_conv(x, w, stride, impl='grouped').shape)
 
     def run(impl):
-        f = lambda x, w: jnp.sum(ofa_net.depthwise_conv(x, w, stride, impl=impl) * ct)
+        def f(x, w):
+            return jnp.sum(ofa_net.depthwise_conv(x, w, stride, impl=impl) * ct)
+
         return jax.value_and_grad(f, argnums=(0, 1))(x, w)
 
     (v_s, (gx_s, gw_s)), (v_g, (gx_g, gw_g)) = run('shifted'), run('grouped')

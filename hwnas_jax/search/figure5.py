@@ -14,9 +14,9 @@ Outputs in the workdir: ``figure5.csv``, one row per budget (columns below), and
 ``figure5.png`` when matplotlib imports. Where some trials gave up, ``rejection_mean`` counts
 them at ``max_draws`` (a lower bound) and ``rejection_gave_up`` says how many did.
 
-Costs: the OFA space's MACs (metric 'flops' or 'macs', millions, OFA's convention) and
-parameters come from per-block tables, vectorised over genomes and equal to ``ofa.macs`` and
-``ofa.num_params``; other spaces and metrics from ``objective.Objective``.
+Costs come from ``objective.Objective``, as in a search: for the OFA space its MACs (metric
+'flops' or 'macs', millions, OFA's convention) and parameters from per-block tables
+(``ofa.cost_tables``), vectorised over genomes and equal to ``ofa.macs`` and ``ofa.num_params``.
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ from absl import logging
 from hwnas_jax import spaces
 from hwnas_jax.hardware import constraints as cons
 from hwnas_jax.search.objective import Objective
-from hwnas_jax.spaces.ofa import batch_costs as ofa_costs
-from hwnas_jax.spaces.ofa import cost_tables as ofa_cost_tables
 
 COLUMNS = ("metric", "budget", "feasible_fraction", "expected_rejection_draws", "rejection_mean",
            "rejection_std", "rejection_min", "rejection_max", "rejection_gave_up",
@@ -48,12 +46,6 @@ CostFn = Callable[[np.ndarray], np.ndarray]
 
 def cost_fn(config: Any, space: Any) -> CostFn:
     """``genomes [n, G] -> [n]`` cost on ``config.hardware.metric`` (vectorised)."""
-    metric = config.hardware.metric
-    if space.NAME == "ofa" and metric in ("flops", "macs", "params"):
-        base, table = ofa_cost_tables(
-            metric, resolution=config.space.resolution, num_classes=config.data.num_classes,
-            width_mult=config.space.width_mult)  # fmt: skip
-        return lambda genomes: ofa_costs(genomes, base, table)
     objective = Objective(config, space)
     return lambda genomes: objective.costs(genomes)[0]
 
