@@ -1,13 +1,11 @@
 """Entry point: python launch.py --config configs/X.py [--config.a.b=value] [--workdir DIR].
 
 Runs the job named by `config.job` (search, train_reference, train_arch, figure5) in a work
-directory. Rerunning with the same --workdir resumes where the last run stopped.
+directory (default workdirs/<config>-<timestamp>). Rerunning with the same --workdir resumes
+where the last run stopped. `--help_configs` lists the configs.
 """
 
-import datetime
-import json
 import os
-import pathlib
 import sys
 
 from absl import app
@@ -15,67 +13,93 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config, e.g. configs/nb201_latency.py (file.py:variant for a '
+    'variant); --help_configs lists them, hwnas_jax/config.py has every field.',
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Work directory; default workdirs/<config>-<timestamp>.')
 _TRACEBACK = flags.DEFINE_bool('traceback', False,
                                'Show the full traceback of a user error (for bug reports).')
+flags.DEFINE_bool('help_configs', False, 'List the configs in configs/ and exit.')
 
 
-def _default_workdir() -> str:
-    name = pathlib.Path(_CONFIG.config_filename or 'config').stem
-    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-    return os.path.join('workdirs', f'{name}-{stamp}')
+def _error(message: str) -> None:
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
 
 
-def _write_json(path: str, obj) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+def _parse_flags(argv):
+    """absl's flag parsing, with config-file and override errors as one line."""
+    from hwnas_jax import cli
+
+    try:
+        rest = flags.FLAGS(argv)
+        if flags.FLAGS.help_configs:
+            print(cli.list_configs())
+            sys.exit(0)
+        filename = flags.FLAGS['config'].value and config_flags.get_config_filename(
+            flags.FLAGS['config'])
+        if filename and not os.path.isfile(filename.partition(':')[0]):
+            raise FileNotFoundError(filename)
+        if filename:
+            _ = _CONFIG.value  # Loads the file and applies the overrides.
+        return rest
+    except Exception as e:  # noqa: BLE001 - every config error becomes one line.
+        if '--traceback' in argv:
+            raise
+        _error(cli.config_error(e, argv))
 
 
 def _run(config, workdir: str) -> None:
     # Imported here so that --help and config errors do not pay for importing JAX.
     import jax
 
-    from hwnas_jax import jobs
+    from hwnas_jax import compile_log, jobs
+    from hwnas_jax import workdir as wd
 
     if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
-        # A resumed search does not pay for compiling its networks again.
+        # A resumed or repeated search does not pay for compiling its networks again.
         jax.config.update('jax_compilation_cache_dir',
-                          os.path.join(os.path.expanduser('~'), '.cache', 'hwnas_jax', 'xla'))
-    logging.info('JAX %s, backend %s, devices %s', jax.__version__, jax.default_backend(),
-                 jax.devices())
-    logging.info('Config:\n%s', config)
-    os.makedirs(workdir, exist_ok=True)
-    logging.info('Work directory: %s', workdir)
-    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-    with open(os.path.join(workdir, 'command.txt'), 'a') as f:
-        f.write(' '.join(sys.argv) + '\n')
-    jobs.run(config, workdir)
+                          os.path.join(compile_log.cache_dir(), 'xla'))
+    with wd.lock(workdir):
+        logging.info('Work directory: %s', workdir)
+        logging.info('JAX %s, backend %s, devices %s', jax.__version__, jax.default_backend(),
+                     jax.devices())
+        jobs.check(config, workdir)  # Refuses a resume of other settings before writing.
+        wd.record(config, workdir)
+        logging.debug('Config:\n%s', config)
+        jobs.run(config, workdir)
 
 
 def main(argv) -> None:
+    from hwnas_jax import config as config_lib
+    from hwnas_jax import workdir as wd
+    from hwnas_jax.errors import UserError
+
     if len(argv) > 1:
-        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+        _error(f'unexpected arguments {argv[1:]}; overrides look like --config.proxy.steps=10')
     config = _CONFIG.value
     if config is None:
-        raise app.UsageError('--config is required, e.g. --config configs/nb201_latency.py')
-    workdir = _WORKDIR.value or _default_workdir()
+        _error('--config is required, e.g. python launch.py --config configs/nb201_latency.py '
+               '(--help_configs lists the configs)')
+    workdir = _WORKDIR.value or wd.default(config_flags.get_config_filename(flags.FLAGS['config']))
     try:
+        config_lib.validate(config)
         _run(config, workdir)
-    except (ValueError, OSError) as e:  # The library's user errors: bad input, missing files.
+    except UserError as e:  # Bad input; anything else is a bug and keeps its traceback.
         if _TRACEBACK.value:
             raise
-        logging.error('%s', e)
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+        logging.flush()
+        _error(str(e))
     except KeyboardInterrupt:
-        print(f'interrupted; rerun with --workdir {workdir} to resume', file=sys.stderr)
-        sys.exit(130)
+        logging.flush()
+        print(f'interrupted; resume with: {wd.resume_command(workdir)}', file=sys.stderr,
+              flush=True)
+        # A worker thread may still be inside XLA: leave without waiting for it. Every file
+        # the run wrote is complete (atomic writes), so nothing is lost but the member in flight.
+        os._exit(130)
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

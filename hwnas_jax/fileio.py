@@ -16,8 +16,6 @@ import json
 import math
 import os
 import pathlib
-import zipfile
-import zlib
 from typing import Any
 
 import numpy as np
@@ -104,9 +102,10 @@ def load_npz(source, *, what: str, fix: str, keys: tuple[str, ...] = ()) -> dict
             arrays = {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise UserError(f'{name}: {what} not found; {fix}') from None
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        # ValueError covers numpy's "Object arrays cannot be loaded when allow_pickle=False":
-        # such a file is not ours, and loading it unsafely would run code.
+    except Exception as e:  # noqa: BLE001 - any parse failure of a damaged file is this error.
+        # Seen: BadZipFile, zlib.error, EOFError, SyntaxError/TokenError (a damaged array
+        # header), ValueError (numpy's "Object arrays cannot be loaded when allow_pickle=False":
+        # such a file is not ours, and loading it unsafely would run code).
         reason = 'it holds pickled objects' if 'pickle' in str(e) else str(e) or type(e).__name__
         raise UserError(f'{name}: {what} is damaged or not an hwnas_jax file ({reason}); '
                         f'{fix}') from None

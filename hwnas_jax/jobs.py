@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from hwnas_jax.errors import UserError
+
 # job name -> (module, function); each function takes (config, workdir).
 JOBS = {
     'search': ('hwnas_jax.search.loop', 'run'),
@@ -17,9 +19,23 @@ JOBS = {
 def get(name: str) -> Callable:
     """Returns the function that runs job `name`; ValueError listing the jobs otherwise."""
     if name not in JOBS:
-        raise ValueError(f'unknown job {name!r}; config.job must be one of {sorted(JOBS)}')
+        raise UserError(f'unknown job {name!r}; config.job must be one of {sorted(JOBS)}')
     module, function = JOBS[name]
     return getattr(importlib.import_module(module), function)
+
+
+# job name -> (module, function) that refuses, before the run writes anything, to resume a work
+# directory that holds a run of other settings.
+CHECKS = {
+    'search': ('hwnas_jax.search.loop', 'check'),
+}
+
+
+def check(config, workdir: str) -> None:
+    """Raises UserError if `workdir` holds a run that `config` cannot resume."""
+    if config.job in CHECKS:
+        module, function = CHECKS[config.job]
+        getattr(importlib.import_module(module), function)(config, workdir)
 
 
 def run(config, workdir: str):

@@ -16,9 +16,11 @@ Strategies (`config.proxy.strategy`), all from the same compiled-once function o
   auto   'vmap' on GPU/TPU; on CPU 'loop' for NAS-Bench-201 and 'exact' for OFA. Measured on a
          CPU: 'loop' and 'exact' with im2col convolutions are even end to end, 10-13x faster
          than with XLA's convolution and ~100x faster than 'vmap' (benchmarks/README.md).
-Members are padded to a fixed call size (`chunk_size`, default the population size rounded up to
-the device count) so that no generation recompiles; the member axis is sharded over all local
-devices with `jax.sharding` (`shard_map` over a 1-D mesh).
+Members are padded to a fixed call size (`chunk_size`; by default one member per device on CPU,
+where batching members gains nothing and a short call keeps progress lines and Ctrl-C prompt, and
+the population size elsewhere) so that no generation recompiles; the member axis is sharded over
+all local devices with `jax.sharding` (`shard_map` over a 1-D mesh). Compiles and compiled calls
+run through :mod:`hwnas_jax.background`: a progress line every 30 s, and Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
+import json
 import os
 import time
 import zlib
-from typing import Callable
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +42,8 @@ import optax
 from absl import logging
 from jax.sharding import Mesh, PartitionSpec as P
 
-from hwnas_jax import rmi
+from hwnas_jax import background, fileio, rmi
+from hwnas_jax.errors import UserError
 
 STRATEGIES = ('auto', 'vmap', 'loop', 'exact')
 
@@ -179,7 +184,7 @@ class Engine:
                  seed: int = 0, conv_impl: str = 'auto', devices=None,
                  compiler_options: dict | None = None):
         if strategy not in STRATEGIES:
-            raise ValueError(f'unknown proxy strategy {strategy!r}; choose one of {STRATEGIES}')
+            raise UserError(f'unknown proxy strategy {strategy!r}; choose one of {STRATEGIES}')
         self.devices = list(devices or jax.local_devices())
         backend = self.devices[0].platform
         if strategy == 'auto':
@@ -206,9 +211,16 @@ class Engine:
         self._labels = jnp.asarray(batch['labels'], jnp.int32)
         self._ref = [jnp.asarray(f, jnp.float32) for f in batch['ref_features']]
         n_dev = len(self.devices)
-        size = int(chunk_size) if chunk_size else int(population)
+        if chunk_size:
+            size = int(chunk_size)
+        else:
+            # On CPU the members of one call run one after another anyway ('loop', 'exact'):
+            # one member per device per call costs nothing and keeps every call short.
+            size = n_dev if backend == 'cpu' and strategy != 'vmap' else int(population)
         if size <= 0:
-            raise ValueError(f'proxy.chunk_size must be >= 0, got {chunk_size}')
+            raise UserError(f'proxy.chunk_size must be >= 0, got {chunk_size}')
+        # Progress: called with the seconds elapsed every 30 s of a long compile or call.
+        self.heartbeat: Callable[[str, float], None] | None = None
         self.call_size = -(-size // n_dev) * n_dev
         self.mesh = Mesh(np.asarray(self.devices), ('pop',))
         pop_kwargs = dict(kwargs)
@@ -245,15 +257,36 @@ class Engine:
             # devices and shapes: a second search in one process does not compile again.
             key = self._program_key(args)
             if key not in _PROGRAMS:
-                t0 = time.perf_counter()
                 fn = population_program(self._pop_model, self.settings, self.strategy,
                                         self.mesh)
-                _PROGRAMS[key] = fn.lower(*args).compile(compiler_options=self.compiler_options)
+                what = (f'the {self.strategy} proxy program ({self.call_size} member(s) per '
+                        f'call, {self.settings.steps} steps)')
+                _PROGRAMS[key] = self._compile(what, repr(key), fn, args)
                 TRACES[key] += 1
-                self.compile_seconds += time.perf_counter() - t0
             self._compiled, self._key = _PROGRAMS[key], key
-        out = self._compiled(*args)
-        return tuple(np.asarray(o)[:n] for o in out)
+        out = self._run('training', lambda: tuple(np.asarray(o)[:n]
+                                                  for o in self._compiled(*args)))
+        return out
+
+    def _compile(self, what: str, key: str, fn, args):
+        """Lowers and compiles `fn` for `args` off the main thread, with a notice first."""
+        from hwnas_jax import compile_log
+
+        logging.info('Compiling %s: %s', what, compile_log.expectation(key))
+        t0 = time.perf_counter()
+        compiled = self._run('compiling', lambda: fn.lower(*args).compile(
+            compiler_options=self.compiler_options))
+        seconds = time.perf_counter() - t0
+        self.compile_seconds += seconds
+        compile_log.record(key, seconds)
+        logging.info('Compiled in %.1f s', seconds)
+        return compiled
+
+    def _run(self, doing: str, fn):
+        beat = None
+        if self.heartbeat is not None:
+            beat = functools.partial(self.heartbeat, doing)
+        return background.call(fn, heartbeat=beat)
 
     @property
     def trace_count(self) -> int:
@@ -277,11 +310,11 @@ class Engine:
 
             t0 = time.perf_counter()
             variables = self._exact_variables(genome)
-            compiled = jax.jit(fn).lower(variables, self._images, self._labels,
-                                         self._ref).compile(
-                                             compiler_options=self.compiler_options)
             self.compile_seconds += time.perf_counter() - t0
-            self._exact_cache[key] = compiled
+            self._exact_cache[key] = self._compile(
+                f'the exact network of {key}', repr((self.space.NAME, self._exact_kwargs,
+                                                     self.settings, 'exact')),
+                jax.jit(fn), (variables, self._images, self._labels, self._ref))
         return self._exact_cache[key]
 
     def _exact_variables(self, genome: np.ndarray):
@@ -304,45 +337,83 @@ class Engine:
           dict with 'score' [n] (RMI score, sum of CKA), 'loss' [n] (final mixed loss) and
           'ckas' [n, L]; non-finite values are kept (the search maps them to -inf fitness).
         """
+        outs = [out for _, out in self.score_chunks(genomes)]
+        return {k: np.concatenate([o[k] for o in outs]) for k in ('score', 'loss', 'ckas')}
+
+    def score_chunks(self, genomes) -> Iterator[tuple[slice, dict]]:
+        """Scores `genomes` [n, G] call by call, yielding `(rows, result)` after each call.
+
+        `result` holds 'score', 'loss' and 'ckas' of `genomes[rows]`, as in :meth:`score`; a
+        caller saves each result as it comes, so an interrupted search loses at most one call.
+        """
         genomes = np.asarray(genomes, np.int64)
         if genomes.ndim != 2 or len(genomes) == 0:
-            raise ValueError(f'score needs genomes of shape [n, genes], got {genomes.shape}')
-        outs = []
-        if self.strategy == 'exact':
-            for g in genomes:
+            raise UserError(f'score needs genomes of shape [n, genes], got {genomes.shape}')
+        for i in range(0, len(genomes), 1 if self.strategy == 'exact' else self.call_size):
+            if self.strategy == 'exact':
+                g = genomes[i]
                 compiled = self._exact_member(g)
-                out = compiled(self._exact_variables(g), self._images, self._labels, self._ref)
-                outs.append(tuple(np.asarray(o)[None] for o in out))
-        else:
-            for i in range(0, len(genomes), self.call_size):
-                outs.append(self._score_chunk(genomes[i:i + self.call_size]))
-        score, loss, ckas = (np.concatenate(parts) for parts in zip(*outs))
-        return {'score': score, 'loss': loss, 'ckas': ckas}
+                variables = self._exact_variables(g)
+                out = self._run('training', lambda c=compiled, v=variables: tuple(
+                    np.asarray(o)[None] for o in c(v, self._images, self._labels, self._ref)))
+                rows = slice(i, i + 1)
+            else:
+                rows = slice(i, min(i + self.call_size, len(genomes)))
+                out = self._score_chunk(genomes[rows])
+            yield rows, dict(zip(('score', 'loss', 'ckas'), out))
 
 
 def select_batch(images: np.ndarray, labels: np.ndarray, ce: np.ndarray, size: int) -> np.ndarray:
     """Indices of the `size` examples with the lowest reference cross-entropy (RMI-NAS)."""
     if size > len(images):
-        raise ValueError(f'proxy.batch_size={size} exceeds proxy.pool_size={len(images)}')
+        raise UserError(f'proxy.batch_size={size} exceeds proxy.pool_size={len(images)}')
     return np.argsort(ce, kind='stable')[:size]
 
 
-def load_or_make_batch(config, path: str) -> dict:
+def batch_fingerprint(config, seed: int) -> str:
+    """The settings that make the search batch: a batch file made with others is stale."""
+    return json.dumps({'seed': int(seed), 'data': config.data.to_dict(),
+                       'reference': config.reference.to_dict(),
+                       'batch_size': config.proxy.batch_size,
+                       'pool_size': config.proxy.pool_size}, sort_keys=True)
+
+
+def batch_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """sha256 of the batch's images and labels (recorded in the search state)."""
+    h = hashlib.sha256()
+    for a in (images, labels):
+        a = np.ascontiguousarray(a)
+        h.update(f'{a.dtype.str}{a.shape}'.encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def load_or_make_batch(config, path: str, seed: int | None = None) -> dict:
     """The search's one training batch and the reference's features on it.
 
-    Made once per search (drawn with the seed and saved to `path`, so a resumed search trains on
-    exactly the same images): `proxy.pool_size` random augmented training images, of which the
-    `proxy.batch_size` with the lowest reference cross-entropy are kept.
+    Made once per search (drawn with the seed and saved to `path` with the fingerprint of the
+    settings that made it, so a resumed search trains on exactly the same images and a file
+    left by a run with other settings is rebuilt, never reused): `proxy.pool_size` random
+    augmented training images, of which the `proxy.batch_size` with the lowest reference
+    cross-entropy are kept. The result's 'digest' identifies the batch.
     """
     from hwnas_jax import data, reference
 
     module, variables = reference.load(config)
     feature_fn = reference.make_feature_fn(module, variables, bn_mode=config.reference.bn_mode)
+    seed = config.seed if seed is None else seed
+    fingerprint = batch_fingerprint(config, seed)
+    images = None
     if os.path.exists(path):
-        with np.load(path, allow_pickle=False) as f:
-            images, labels = f['images'], f['labels']
-    else:
-        rng = np.random.default_rng([config.seed, 1])
+        saved = fileio.load_npz(path, what='the search batch', keys=('images', 'labels'),
+                                fix='delete it: the search rebuilds it from the seed')
+        if str(saved.get('fingerprint', '')) == fingerprint:
+            images, labels = saved['images'], saved['labels']
+        else:
+            logging.warning('%s was made with other settings (an earlier run in this work '
+                            'directory); making the batch again', path)
+    if images is None:
+        rng = np.random.default_rng([seed, 1])
         pool_images, pool_labels = data.random_pool(config, rng, config.proxy.pool_size)
         # In chunks: the pool can be large images through a large reference.
         logits = np.concatenate([np.asarray(feature_fn(data.normalize(pool_images[i:i + 64]))[0])
@@ -351,18 +422,18 @@ def load_or_make_batch(config, path: str) -> dict:
         ce = -np.asarray(jnp.take_along_axis(logp, jnp.asarray(pool_labels)[:, None], 1))[:, 0]
         idx = select_batch(pool_images, pool_labels, ce, config.proxy.batch_size)
         images, labels = pool_images[idx], pool_labels[idx]
-        tmp = path + '.tmp.npz'
-        np.savez(tmp, images=images, labels=labels)
-        os.replace(tmp, path)
+        fileio.atomic_write_npz(path, images=images, labels=labels,
+                                fingerprint=np.asarray(fingerprint))
     x = data.normalize(images)
     _, feats = feature_fn(x)
     return {'images': x, 'labels': labels.astype(np.int32),
-            'ref_features': [np.asarray(f) for f in feats]}
+            'ref_features': [np.asarray(f) for f in feats],
+            'digest': batch_digest(images, labels)}
 
 
-def make_engine(config, space, batch: dict) -> Engine:
-    """The proxy engine of a search."""
+def make_engine(config, space, batch: dict, seed: int | None = None) -> Engine:
+    """The proxy engine of a search (`seed`: the proxy's seed; default `config.seed`)."""
     p = config.proxy
     return Engine(space, model_kwargs(config, space), batch, Settings.from_config(p),
                   strategy=p.strategy, chunk_size=p.chunk_size, population=config.ga.population,
-                  seed=config.seed, conv_impl=p.conv_impl)
+                  seed=config.seed if seed is None else seed, conv_impl=p.conv_impl)

@@ -31,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from hwnas_jax import spaces
+from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import constraints as cons
 from hwnas_jax.search.objective import Objective
 
@@ -79,10 +80,10 @@ def parse_limits(text: str) -> list[float]:
     try:
         limits = [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise ValueError(
+        raise UserError(
             f"figure5.limits must be numbers separated by commas, got {text!r}") from None
     if not limits or any(not math.isfinite(v) for v in limits):
-        raise ValueError(f"figure5.limits must be finite numbers separated by commas: {text!r}")
+        raise UserError(f"figure5.limits must be finite numbers separated by commas: {text!r}")
     return limits
 
 

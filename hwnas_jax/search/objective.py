@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import constraints as cons
 
 # Metrics that are measured on a device (the others are properties of the network).
@@ -31,7 +32,7 @@ class Objective:
         if space.NAME == 'ofa':
             for c in self.constraints:
                 if c.metric not in OFA_METRICS:
-                    raise ValueError(
+                    raise UserError(
                         f'the OFA space has no {c.metric!r} table; constrain one of {OFA_METRICS}'
                         ' (MACs in millions, params in millions)')
         if space.NAME == 'nb201':
@@ -56,7 +57,7 @@ class Objective:
             known, total = costs.coverage(c.metric, device=c.device, dataset=hw.dataset,
                                           table=hw.table)
             if known < total:
-                raise ValueError(
+                raise UserError(
                     f'HW-NAS-Bench has {c.metric} on {c.device} ({hw.dataset}) for only {known} '
                     f'of {total} architectures, and hardware.missing=error would stop the search '
                     'at the first one without a value: set --config.hardware.missing=infeasible '

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import types
 
+from hwnas_jax.errors import UserError
+
 NAMES = ('nb201', 'ofa')
 
 
@@ -25,5 +27,5 @@ def get(name: str) -> types.ModuleType:
       ValueError: `name` is not a known search space.
     """
     if name not in NAMES:
-        raise ValueError(f'unknown search space {name!r}; known spaces: {", ".join(NAMES)}')
+        raise UserError(f'unknown search space {name!r}; known spaces: {", ".join(NAMES)}')
     return importlib.import_module(f'{__name__}.{name}')

@@ -1,0 +1,254 @@
+"""The base config (every field of every job, one comment each) and its one validation.
+
+`configs/*.py` start from :func:`get_config` and change a few fields; `launch.py` calls
+:func:`validate` once, before anything runs, so that a nonsensical setting is one clear error
+naming the field and its allowed range instead of a traceback (or NaN scores) later.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ml_collections import config_dict
+
+from hwnas_jax.errors import UserError
+
+JOBS = ('search', 'train_reference', 'train_arch', 'figure5')
+DATA_SOURCES = ('embedded', 'folder', 'tfds')
+STRATEGIES = ('auto', 'vmap', 'loop', 'exact')
+CONV_IMPLS = ('auto', 'xla', 'im2col')
+BN_MODES = ('eval', 'train')
+GA_INITS = ('random', 'rejection')
+OFA_WIDTHS = (1.0, 1.2)
+
+
+def get_config() -> config_dict.ConfigDict:
+    """Returns the base config (HW-EvRSNAS on NAS-Bench-201, Pixel 3 latency)."""
+    c = config_dict.ConfigDict()
+    c.job = 'search'  # 'search' | 'train_reference' | 'train_arch' | 'figure5'.
+    c.seed = 0  # Fixes the whole run: GA, weight inits, batch choice.
+
+    c.space = config_dict.ConfigDict()
+    c.space.name = 'nb201'  # 'nb201' | 'ofa'.
+    c.space.channels = 16  # NB201: channels of the first stage (16 in NAS-Bench-201).
+    c.space.cells_per_stage = 5  # NB201: cells per stage (5 in NAS-Bench-201).
+    c.space.width_mult = 1.2  # OFA: width multiplier, 1.0 or 1.2.
+    c.space.resolution = 32  # OFA: input resolution of the network.
+    c.space.feature_stages = '1,3,5'  # OFA: stages whose outputs are the RMI features.
+    c.space.genome = config_dict.placeholder(str)  # train_arch: the genome to train, as text.
+
+    c.data = config_dict.ConfigDict()
+    c.data.source = 'embedded'  # 'embedded' (packaged sample) | 'folder' | 'tfds'.
+    c.data.name = 'cifar10'  # tfds dataset name ('cifar10' | 'cifar100').
+    c.data.root = config_dict.placeholder(str)  # 'folder': root holding split/label/image.
+    c.data.num_classes = 10  # Classes of the task.
+    c.data.image_size = 32  # Side of the (square) input images.
+    c.data.resize = False  # Resize images of another stored size to image_size (bilinear).
+
+    c.reference = config_dict.ConfigDict()
+    c.reference.checkpoint = config_dict.placeholder(str)  # Trained reference; unset: packaged.
+    c.reference.arch = ''  # 'resnet20' | 'ofa_max'; empty: the space's own reference.
+    c.reference.depth = 20  # train_reference: ResNet depth (6n + 2).
+    c.reference.bn_mode = 'eval'  # 'eval' (running stats) | 'train' (batch stats, as RMI-NAS).
+
+    c.proxy = config_dict.ConfigDict()
+    c.proxy.seed = config_dict.placeholder(int)  # Batch draw and initial weights; unset: seed.
+    c.proxy.steps = 100  # N_train: SGD steps on the one batch.
+    c.proxy.beta = 0.8  # Weight of the RMI loss against cross-entropy.
+    c.proxy.learning_rate = 0.1  # Constant SGD learning rate (RMI-NAS).
+    c.proxy.momentum = 0.9  # SGD momentum.
+    c.proxy.weight_decay = 5e-4  # L2 weight decay.
+    c.proxy.batch_size = 32  # Images in the one training batch.
+    c.proxy.pool_size = 512  # Random images from which the lowest-CE batch is chosen.
+    c.proxy.strategy = 'auto'  # 'auto' | 'vmap' (shared shapes) | 'loop' | 'exact'.
+    c.proxy.chunk_size = 0  # Members per compiled call; 0: auto (1 on CPU, population else).
+    c.proxy.conv_impl = 'auto'  # vmap form: 'auto' | 'xla' | 'im2col' convolutions.
+
+    c.hardware = config_dict.ConfigDict()
+    c.hardware.metric = 'latency'  # 'latency' | 'energy' | 'flops' | 'params' | ...
+    c.hardware.device = 'pixel3'  # edgegpu | raspi4 | edgetpu | pixel3 | eyeriss | fpga.
+    c.hardware.limit = 10.0  # Omega, in the metric's unit (ms, mJ, MFLOPs, M params).
+    c.hardware.dataset = 'cifar10'  # Table to read: cifar10 | cifar100 | ImageNet16-120.
+    c.hardware.missing = 'error'  # Values the table lacks: 'error' | 'infeasible' | 'predict'.
+    c.hardware.table = config_dict.placeholder(str)  # A converted full table; unset: packaged.
+    c.hardware.extra = ''  # More constraints, e.g. 'flops<=100;latency@raspi4<=20'.
+
+    c.ga = config_dict.ConfigDict()
+    c.ga.population = 20  # N_pop.
+    c.ga.generations = 100  # N_gen: populations scored (the answer is the best of the last).
+    c.ga.tournament = 5  # Tournament size (drawn without replacement).
+    c.ga.elites = 1  # Best members copied unchanged.
+    c.ga.crossover = 0.5  # Uniform crossover: probability of a gene from the first parent.
+    c.ga.mutation = 0.1  # Per-gene mutation probability (uniform resample).
+    c.ga.init = 'random'  # 'random' | 'rejection' (feasible only, OFA's way).
+    c.ga.max_draws = 100_000  # Rejection sampling gives up after this many draws.
+
+    c.train = config_dict.ConfigDict()
+    c.train.epochs = 200  # Epochs over the training split.
+    c.train.batch_size = 128  # Images per step.
+    c.train.learning_rate = 0.1  # Peak SGD learning rate (cosine schedule to 0).
+    c.train.momentum = 0.9  # SGD momentum (Nesterov off).
+    c.train.weight_decay = 1e-4  # L2 weight decay.
+    c.train.max_steps = 0  # Stop after this many steps if > 0 (for smoke runs).
+    c.train.eval_every = 1  # Evaluate on the test split every this many epochs.
+    c.train.checkpoint_every = 1  # Save a checkpoint every this many epochs.
+
+    c.figure5 = config_dict.ConfigDict()
+    c.figure5.population = 50  # Population to fill in each trial.
+    c.figure5.seeds = 10  # Trials averaged per budget.
+    c.figure5.limits = ''  # Budgets, comma separated; empty: a default sweep for the space.
+    return c
+
+
+def _fail(field: str, value: Any, want: str) -> None:
+    raise UserError(f'config.{field}={value!r} is invalid: {want} (set --config.{field}=...)')
+
+
+def _choice(c, field: str, choices) -> None:
+    value = _get(c, field)
+    if value not in choices:
+        _fail(field, value, f'must be one of {", ".join(map(repr, choices))}')
+
+
+def _get(c, field: str) -> Any:
+    for part in field.split('.'):
+        c = c[part]
+    return c
+
+
+def _number(c, field: str, lo: float | None = None, hi: float | None = None, *,
+            integer: bool = False, lo_open: bool = False, hi_open: bool = False) -> None:
+    value = _get(c, field)
+    kind = 'an integer' if integer else 'a finite number'
+    bad_type = isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        integer and not float(value).is_integer())
+    if bad_type or not math.isfinite(float(value)):
+        _fail(field, value, f'must be {kind}{_range(lo, hi, lo_open, hi_open)}')
+    v = float(value)
+    if (lo is not None and (v < lo or (lo_open and v == lo))) or (
+            hi is not None and (v > hi or (hi_open and v == hi))):
+        _fail(field, value, f'must be {kind}{_range(lo, hi, lo_open, hi_open)}')
+
+
+def _range(lo, hi, lo_open, hi_open) -> str:
+    if lo is None and hi is None:
+        return ''
+    if hi is None:
+        return f' {">" if lo_open else ">="} {lo:g}'
+    if lo is None:
+        return f' {"<" if hi_open else "<="} {hi:g}'
+    return f' in {"(" if lo_open else "["}{lo:g}, {hi:g}{")" if hi_open else "]"}'
+
+
+def feature_stages(config) -> tuple[int, ...]:
+    """`config.space.feature_stages` ('1,3,5') as a tuple of stage numbers."""
+    text = str(config.space.feature_stages)
+    try:
+        stages = tuple(int(s) for s in text.split(','))
+    except ValueError:
+        stages = ()
+    if not stages or any(s < 1 or s > 5 for s in stages) or len(set(stages)) != len(stages):
+        _fail('space.feature_stages', text, "must be distinct stage numbers 1..5, e.g. '1,3,5'")
+    return stages
+
+
+def validate(config) -> None:
+    """Checks every field the config's job reads, once; the first bad one is a UserError.
+
+    Raises:
+      UserError: naming the field, its value and the allowed values or range.
+    """
+    from hwnas_jax.hardware import constraints as cons
+    from hwnas_jax.hardware import costs
+
+    c = config
+    _choice(c, 'job', JOBS)
+    _number(c, 'seed', 0, 2**32 - 1, integer=True)
+    _choice(c, 'space.name', ('nb201', 'ofa'))
+    if c.space.name == 'nb201':
+        _number(c, 'space.channels', 1, 1024, integer=True)
+        _number(c, 'space.cells_per_stage', 1, 64, integer=True)
+    else:
+        _choice(c, 'space.width_mult', OFA_WIDTHS)
+        _number(c, 'space.resolution', 32, 512, integer=True)
+        feature_stages(c)
+    _choice(c, 'data.source', DATA_SOURCES)
+    if c.data.source == 'folder' and not c.data.root:
+        _fail('data.root', c.data.root, "data.source='folder' needs the folder holding "
+              'train/<label>/<image> (and test/...)')
+    _number(c, 'data.num_classes', 2, 100_000, integer=True)
+    _number(c, 'data.image_size', 8, 1024, integer=True)
+    _choice(c, 'reference.bn_mode', BN_MODES)
+    if c.job in ('search', 'figure5'):
+        _validate_search(c, cons, costs)
+    if c.job in ('train_reference', 'train_arch'):
+        _number(c, 'train.epochs', 1, None, integer=True)
+        _number(c, 'train.batch_size', 1, 1 << 16, integer=True)
+        _number(c, 'train.learning_rate', 0, 10, lo_open=True)
+        _number(c, 'train.momentum', 0, 1, hi_open=True)
+        _number(c, 'train.weight_decay', 0, 1, hi_open=True)
+        _number(c, 'train.max_steps', 0, None, integer=True)
+        _number(c, 'train.eval_every', 1, None, integer=True)
+        _number(c, 'train.checkpoint_every', 1, None, integer=True)
+    if c.job == 'train_reference' and c.reference.arch in ('', 'resnet20'):
+        if (int(c.reference.depth) - 2) % 6 or c.reference.depth < 8:
+            _fail('reference.depth', c.reference.depth, 'a ResNet depth 6n + 2 >= 8 (20, 32, 56)')
+    if c.job == 'train_arch' and not c.space.genome:
+        _fail('space.genome', c.space.genome, "train_arch needs the architecture: a search's "
+              "best.json, an NB201 arch string or genome ('3,3,4,1,3,1'), or an OFA config")
+    if c.job == 'figure5':
+        _number(c, 'figure5.population', 1, 100_000, integer=True)
+        _number(c, 'figure5.seeds', 1, 10_000, integer=True)
+
+
+def _validate_search(c, cons, costs) -> None:
+    p = c.proxy
+    if c.job == 'search':
+        if c.proxy.seed is not None:
+            _number(c, 'proxy.seed', 0, 2**32 - 1, integer=True)
+        _number(c, 'proxy.steps', 0, 100_000, integer=True)
+        _number(c, 'proxy.beta', 0, 1)
+        _number(c, 'proxy.learning_rate', 0, 10, lo_open=True)
+        _number(c, 'proxy.momentum', 0, 1, hi_open=True)
+        _number(c, 'proxy.weight_decay', 0, 1, hi_open=True)
+        _number(c, 'proxy.batch_size', 2, 1 << 16, integer=True)
+        _number(c, 'proxy.pool_size', 2, 1 << 20, integer=True)
+        if p.batch_size > p.pool_size:
+            _fail('proxy.batch_size', p.batch_size, f'must be <= proxy.pool_size ({p.pool_size}):'
+                  ' the batch is the lowest-loss part of the pool')
+        _choice(c, 'proxy.strategy', STRATEGIES)
+        _choice(c, 'proxy.conv_impl', CONV_IMPLS)
+        _number(c, 'proxy.chunk_size', 0, 1 << 16, integer=True)
+        g = c.ga
+        _number(c, 'ga.population', 2, 100_000, integer=True)
+        _number(c, 'ga.generations', 1, 1_000_000, integer=True)
+        _number(c, 'ga.tournament', 1, g.population, integer=True)
+        _number(c, 'ga.elites', 0, g.population - 1, integer=True)
+        _number(c, 'ga.crossover', 0, 1)
+        _number(c, 'ga.mutation', 0, 1)
+        _choice(c, 'ga.init', GA_INITS)
+        _number(c, 'ga.max_draws', 1, None, integer=True)
+    hw = c.hardware
+    if c.space.name == 'nb201':
+        _choice(c, 'hardware.dataset', costs.DATASETS)
+        _choice(c, 'hardware.missing', costs.MISSING_POLICIES)
+    if c.job == 'figure5':
+        return
+    metrics = costs.METRICS if c.space.name == 'nb201' else ('flops', 'macs', 'params')
+    _choice(c, 'hardware.metric', metrics)
+    if c.space.name == 'nb201' and hw.metric in costs.DEVICE_METRICS:
+        has = [d for d in costs.DEVICES if hw.metric in costs.DEVICE_HAS[d]]
+        _choice(c, 'hardware.device', has)
+    _number(c, 'hardware.limit', 0, None, lo_open=True)
+    primary = f'{hw.metric}@{hw.device}' if hw.metric in costs.DEVICE_METRICS else hw.metric
+    try:
+        extra = cons.parse_constraints(hw.extra or '')
+    except ValueError as e:
+        raise UserError(f'config.hardware.extra={hw.extra!r} is invalid: {e}') from None
+    for x in extra:
+        if x.name == primary:
+            _fail('hardware.extra', hw.extra, f'constrains {primary} again (the primary '
+                  'constraint hardware.metric/device/limit already does): give it once')
+        if not math.isfinite(x.limit) or x.limit <= 0:
+            _fail('hardware.extra', hw.extra, f'the limit of {x.name} must be a positive number')

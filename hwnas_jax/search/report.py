@@ -1,0 +1,147 @@
+"""What a search reports: best.json (with units and reasons), the final log line, a plot."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import logging
+
+from hwnas_jax.search import state as st
+
+OFA_UNITS = {'macs': 'M MACs', 'flops': 'M MACs', 'params': 'M parameters'}
+
+
+def _units(config) -> dict:
+    if config.space.name != 'nb201':
+        return OFA_UNITS
+    from hwnas_jax.hardware import costs
+    return costs.UNITS
+
+
+def _describe_kwargs(config) -> dict:
+    kw = {'num_classes': config.data.num_classes}
+    if config.space.name == 'ofa':
+        kw.update(resolution=config.space.resolution, width_mult=config.space.width_mult)
+    return kw
+
+
+def describe(config, space, objective, genome, score: float, fitness: float) -> dict:
+    """JSON-able record of one architecture: encodings, score, fitness, every cost with units."""
+    rec = space.describe(genome, **_describe_kwargs(config))
+    costs = objective.report(genome)
+    units = _units(config)
+    rec.update(score=score, fitness=fitness, costs=costs,
+               cost_units={k: units.get(k.split('@')[0], '') for k in costs},
+               constraints=objective.describe_constraints())
+    missing = {k: (f'HW-NAS-Bench has no {k.split("@")[0]} on {k.split("@")[1]} for this '
+                   'architecture (not measured, or the measurement failed)')
+               for k, v in costs.items() if v is None and '@' in k}
+    if missing:
+        rec['missing_costs'] = missing
+    return rec
+
+
+def ground_truth(objective, genome) -> dict:
+    """NAS-Bench-201's accuracy of `genome`, its rank, the best feasible one and the regret.
+
+    Evaluation only (the search never reads it); a record saying why where it does not apply
+    (another space, the user's own data) or cannot be read.
+    """
+    from hwnas_jax.errors import UserError
+    from hwnas_jax.search import evaluation
+
+    try:
+        return evaluation.report(genome, objective)
+    except UserError as e:
+        return {'evaluation_only': True, 'note': evaluation.NOTE, 'applicable': False,
+                'reason': str(e)}
+
+
+def generation_evaluation(objective, genome) -> dict | None:
+    """The compact ground truth of a generation's best for metrics.jsonl (evaluation only)."""
+    gt = ground_truth(objective, genome)
+    if not gt['applicable']:
+        return None
+    found = gt['found']
+    return {'evaluation_only': True, 'test_accuracy': found['test_accuracy'],
+            'valid_accuracy': found['valid_accuracy'], 'rank_feasible': found['rank_feasible'],
+            'percentile_feasible': found['percentile_feasible'], 'regret': gt['regret']}
+
+
+def best_record(config, space, objective, state: st.SearchState, journal: st.Journal) -> dict:
+    """The content of best.json: the best-fitness member of the last generation, and more."""
+    last = state.history[-1]
+    best = describe(config, space, objective, last['best_genome'], last['best_score'],
+                    last['best_fitness'])
+    bf = state.best_feasible
+    best['best_feasible_seen'] = None if bf is None else describe(
+        config, space, objective, bf['genome'], bf['score'], bf['score'])
+    best['evaluations'] = len(journal)
+    best['generations'] = len(state.history)
+    best['ground_truth'] = ground_truth(objective, best['genome'])
+    return best
+
+
+def log_summary(best: dict) -> None:
+    keys = ('genome', 'arch_str', 'index', 'score', 'fitness')
+    logging.info('Best of the last generation: %s', json.dumps(
+        {k: best[k] for k in keys if k in best}))
+    primary = best['constraints'].split(';')[0].split('<=')[0].strip()
+    if primary in best['costs']:
+        logging.info('Its cost: %s = %s %s (budget %s)', primary, best['costs'][primary],
+                     best['cost_units'].get(primary, ''), best['constraints'])
+    gt = best.get('ground_truth') or {}
+    if not gt.get('applicable'):
+        logging.info('Ground truth: not available (%s)', gt.get('reason', 'not computed'))
+        return
+    found, bf = gt['found'], gt['best_feasible']
+    logging.info(
+        'Ground truth (evaluation only, NAS-Bench-201 %s, 200 epochs): test accuracy %.2f %% '
+        '(rank %s of %d feasible, %s of all 15,625); best feasible %s; regret %s points',
+        gt['dataset'], found['test_accuracy'], found['rank_feasible'], gt['num_feasible'],
+        found['rank_all'], 'none' if bf is None else
+        f"{bf['test_accuracy']:.2f} % (index {bf['index']}, {bf['arch_str']})",
+        'n/a' if gt['regret'] is None else f"{gt['regret']:.2f}")
+
+
+def plot(workdir: str, config, objective, state: st.SearchState, journal: st.Journal) -> None:
+    """search.png: fitness per generation, feasible fraction, cost vs score of every member.
+
+    Written only when matplotlib is installed (the `[plots]` extra).
+    """
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logging.info('Install the [plots] extra (matplotlib) for search.png')
+        return
+    hist = state.history
+    gens = [r['generation'] + 1 for r in hist]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(gens, [r['best_fitness'] for r in hist], label='best fitness')
+    ax1.plot(gens, [np.nan if r.get('mean_fitness') is None else r['mean_fitness']
+                    for r in hist], label='mean fitness')
+    ax1.set_xlabel('generation')
+    ax1.set_ylabel('fitness (score + penalty)')
+    twin = ax1.twinx()
+    twin.plot(gens, [r['feasible_fraction'] for r in hist], 'g:', label='feasible fraction')
+    twin.set_ylim(0, 1.05)
+    twin.set_ylabel('feasible fraction')
+    ax1.legend(loc='lower right')
+    genomes = np.asarray(list(journal.records), np.int64)
+    if len(genomes):
+        costs = objective.costs(genomes)[0]
+        scores = np.asarray([journal[tuple(g)]['score'] for g in genomes.tolist()])
+        c0 = objective.constraints[0]
+        ax2.scatter(costs, scores, s=10, alpha=0.7)
+        ax2.axvline(c0.limit, color='r', ls='--', label=f'budget {c0.name} <= {c0.limit:g}')
+        ax2.set_xlabel(f'{c0.name} ({_units(config).get(c0.metric, "")})')
+        ax2.set_ylabel('RMI score phi')
+        ax2.set_title(f'{len(genomes)} architectures trained')
+        ax2.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, 'search.png'), dpi=100)
+    plt.close(fig)
