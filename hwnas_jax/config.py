@@ -64,6 +64,7 @@ def get_config() -> config_dict.ConfigDict:
     c.proxy.strategy = 'auto'  # 'auto' | 'vmap' (shared shapes) | 'loop' | 'exact'.
     c.proxy.chunk_size = 0  # Members per compiled call; 0: auto (1 on CPU, population else).
     c.proxy.conv_impl = 'auto'  # vmap form: 'auto' | 'xla' | 'im2col' convolutions.
+    c.proxy.store = config_dict.placeholder(str)  # SQLite score store shared by searches.
 
     c.hardware = config_dict.ConfigDict()
     c.hardware.metric = 'latency'  # 'latency' | 'energy' | 'flops' | 'params' | ...

@@ -93,11 +93,14 @@ def member_seeds(genomes: np.ndarray) -> np.ndarray:
                       np.uint32)
 
 
-def make_member_fn(model, s: Settings) -> Callable:
-    """(key, genome, images, labels, ref_features) -> (score, loss, ckas) for one member.
+def make_member_fn(model, s: Settings, *, trajectory: bool = False) -> Callable:
+    """(params, stats, genome, images, labels, ref_features) -> (score, loss, ckas) for one member.
 
     `model` is a population network `__call__(x, genome, *, train)` or, with genome None, an
     exact network `__call__(x, *, train)`. Pure and unbatched: vmap or map it at the call site.
+    With `trajectory`, two more outputs record the training from the same run: the per-layer
+    CKAs [steps, L] and the mixed loss [steps] at each step, before that step's update (so row
+    k is the network after k updates); the search itself never asks for them.
     """
     tx = optimizer(s)
 
@@ -112,18 +115,29 @@ def make_member_fn(model, s: Settings) -> Callable:
             logits, feats = apply(p, stats, genome, images)
             return rmi.rmi_loss(ref_features, feats, logits, labels, beta=s.beta)
 
+        def loss_and_ckas(p):
+            logits, feats = apply(p, stats, genome, images)
+            loss = rmi.rmi_loss(ref_features, feats, logits, labels, beta=s.beta)
+            return loss, rmi.layer_ckas(ref_features, feats)
+
         def step(carry, _):
             p, opt_state = carry
-            grads = jax.grad(loss_fn)(p)
+            if trajectory:
+                (loss, ckas), grads = jax.value_and_grad(loss_and_ckas, has_aux=True)(p)
+                out = (ckas, loss)
+            else:
+                grads, out = jax.grad(loss_fn)(p), None
             updates, opt_state = tx.update(grads, opt_state, p)
-            return (optax.apply_updates(p, updates), opt_state), None
+            return (optax.apply_updates(p, updates), opt_state), out
 
-        (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=s.steps)
+        (params, _), trace = jax.lax.scan(step, (params, tx.init(params)), None, length=s.steps)
         # Running statistics are never read in training mode: the score is the forward pass
         # after N_train updates, as RMI-NAS reads its loss at the observe step.
         logits, feats = apply(params, stats, genome, images)
         ckas = rmi.layer_ckas(ref_features, feats)
         loss = rmi.rmi_loss(ref_features, feats, logits, labels, beta=s.beta)
+        if trajectory:
+            return jnp.sum(ckas), loss, ckas, trace[0], trace[1]
         return jnp.sum(ckas), loss, ckas
 
     return train_member
@@ -287,6 +301,10 @@ class Engine:
         if self.heartbeat is not None:
             beat = functools.partial(self.heartbeat, doing)
         return background.call(fn, heartbeat=beat)
+
+    def describe_networks(self) -> str:
+        """The population network's constructor arguments, as text (for score fingerprints)."""
+        return repr(self._pop_model)
 
     @property
     def trace_count(self) -> int:

@@ -13,7 +13,8 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def launch(workdir, *extra, config='configs/smoke.py', wait=True, cache=None, cwd=REPO):
+def launch(workdir, *extra, config='configs/smoke.py', wait=True, cache=None, cwd=REPO,
+           pipe=False):
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     if cache:
         # Compiled programs are shared between the test's runs through JAX's persistent cache.
@@ -23,7 +24,8 @@ def launch(workdir, *extra, config='configs/smoke.py', wait=True, cache=None, cw
            *([f'--workdir={workdir}'] if workdir else []), *extra]
     if not wait:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE if pipe else subprocess.DEVNULL,
+                                text=True)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -102,7 +104,7 @@ def test_ctrl_c_is_prompt_during_compile_and_training_and_resumes(tmp_path):
     workdir = tmp_path / 'w'
     slow = ('--config.proxy.steps=3000',)  # Each member trains for many seconds.
     for phase in ('Compiling', 'trained 1/'):
-        proc = launch(workdir, *slow, wait=False, cache=tmp_path / 'cache')
+        proc = launch(workdir, *slow, wait=False, cache=tmp_path / 'cache', pipe=True)
         seen = []
         for line in proc.stderr:
             seen.append(line)
@@ -113,6 +115,7 @@ def test_ctrl_c_is_prompt_during_compile_and_training_and_resumes(tmp_path):
         t0 = time.time()
         proc.send_signal(signal.SIGINT)
         rest = proc.stderr.read()
+        proc.stderr.close()
         proc.wait(timeout=60)
         assert time.time() - t0 < 15
         assert proc.returncode == 130, rest[-3000:]
@@ -139,7 +142,8 @@ def test_stale_batch_of_other_settings_is_rebuilt(tmp_path, cache):
     workdir = tmp_path / 'w'
     res = launch(workdir, '--config.ga.generations=1', cache=cache)
     assert res.returncode == 0, res.stderr[-3000:]
-    os.remove(workdir / 'state.json')
+    for name in ('state.json', 'scores.jsonl'):  # As if killed right after the batch.
+        os.remove(workdir / name)
     res = launch(workdir, '--config.ga.generations=1', '--config.seed=5',
                  '--config.proxy.batch_size=12', cache=cache)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -153,7 +157,7 @@ def test_stale_batch_of_other_settings_is_rebuilt(tmp_path, cache):
 
 def test_second_run_on_a_busy_workdir_refuses_and_first_finishes(tmp_path, cache):
     workdir = tmp_path / 'w'
-    first = launch(workdir, '--config.proxy.steps=200', wait=False, cache=cache)
+    first = launch(workdir, '--config.proxy.steps=200', wait=False, cache=cache, pipe=True)
     deadline = time.time() + 300
     while not (workdir / '.lock').exists() or not (workdir / '.lock').read_text():
         assert time.time() < deadline and first.poll() is None
@@ -198,3 +202,17 @@ def test_interrupt_inside_scoring_then_resume(full_run, tmp_path, monkeypatch):
     monkeypatch.setattr(proxy.Engine, 'score_chunks', real)
     got = loop.run(tiny_config(), workdir)
     assert got == json.loads((want_dir / 'best.json').read_text())
+
+
+def test_score_store_shared_by_two_searches(full_run, tmp_path, cache):
+    """A second search with the same proxy settings trains nothing: the store has every score."""
+    want_dir, _ = full_run
+    store = tmp_path / 'scores.sqlite'
+    a = launch(tmp_path / 'a', f'--config.proxy.store={store}', cache=cache)
+    assert a.returncode == 0, a.stderr[-3000:]
+    b = launch(tmp_path / 'b', f'--config.proxy.store={store}', cache=cache)
+    assert b.returncode == 0, b.stderr[-3000:]
+    assert 'Compiling' not in b.stderr  # Nothing to train, nothing to compile.
+    want = json.loads((want_dir / 'best.json').read_text())
+    for w in ('a', 'b'):
+        assert json.loads((tmp_path / w / 'best.json').read_text()) == want

@@ -54,8 +54,32 @@ def _initial_population(config, space, objective, ga_cfg, rng) -> np.ndarray:
     return ga.random_population(rng, np.asarray(space.CARDINALITIES), ga_cfg.population)
 
 
-def _score_new(engine, journal: st.Journal, new: list, progress: Progress) -> None:
+def store_fingerprint(config, engine, batch: dict, seed: int) -> str:
+    """What a proxy score depends on: settings, networks, reference, batch and proxy seed."""
+    from hwnas_jax.search import store
+
+    p = config.proxy
+    return store.fingerprint({
+        'space': config.space.name, 'networks': engine.describe_networks(),
+        'settings': [p.steps, p.beta, p.learning_rate, p.momentum, p.weight_decay],
+        'reference': config.reference.to_dict(), 'batch': batch['digest'], 'seed': seed,
+        'strategy': engine.strategy, 'backend': engine.devices[0].platform})
+
+
+def _from_store(score_store, fp: str, journal: st.Journal, new: list, progress) -> list:
+    """Copies the scores `score_store` holds into the journal; returns the keys still to train."""
+    if score_store is None or not new:
+        return new
+    found = score_store.get_many(fp, new)
+    for k, rec in found.items():
+        journal.add(k, rec, progress.generation)
+    return [k for k in new if k not in found]
+
+
+def _score_new(engine, journal: st.Journal, new: list, progress: Progress,
+               score_store=None, fp: str = '') -> None:
     """Trains the architectures `new` (canonical genomes), saving each as soon as it is scored."""
+    new = _from_store(score_store, fp, journal, new, progress)
     progress.start_generation(progress.generation, len(new))
     if not new:
         return
@@ -63,10 +87,14 @@ def _score_new(engine, journal: st.Journal, new: list, progress: Progress) -> No
     t0 = time.perf_counter()
     compile0 = engine.compile_seconds
     for rows, result in engine.score_chunks(genomes):
+        scored = {}
         for j, i in enumerate(range(rows.start, rows.stop)):
-            journal.add(new[i], {k: result[k][j] for k in ('score', 'loss', 'ckas')})
+            scored[new[i]] = {k: result[k][j] for k in ('score', 'loss', 'ckas')}
+            journal.add(new[i], scored[new[i]], progress.generation)
             if not np.isfinite(result['score'][j]):
                 logging.warning('Non-finite score for genome %s: fitness -inf', list(new[i]))
+        if score_store is not None:
+            score_store.put_many(fp, scored)
         now = time.perf_counter()
         compiled = engine.compile_seconds - compile0
         progress.member_done(now - t0 - compiled, rows.stop - rows.start)
@@ -94,6 +122,14 @@ def run(config, workdir: str) -> dict:
                         '--workdir')
     engine = proxy.make_engine(config, space, batch, seed)
     journal = st.Journal(os.path.join(workdir, 'scores.jsonl'))
+    score_store, fp = None, ''
+    if config.proxy.store:
+        from hwnas_jax.search import store
+
+        score_store = store.ScoreStore(config.proxy.store)
+        fp = store_fingerprint(config, engine, batch, seed)
+        logging.info('Score store %s: %d scores with these settings', config.proxy.store,
+                     score_store.count(fp))
     cards = np.asarray(space.CARDINALITIES)
 
     if state is None:
@@ -102,6 +138,10 @@ def run(config, workdir: str) -> dict:
         state = st.SearchState(fingerprint=st.fingerprint(config), generation=0,
                                population=np.asarray(population, np.int64),
                                rng=rng.bit_generator.state, batch_digest=batch['digest'])
+        if len(journal):  # Scores of a run killed before it saved its state: same settings?
+            raise UserError(f'{journal.path} holds scores of a run whose settings are unknown '
+                            '(it has no state.json); delete the file, or use a new --workdir')
+        st.save(workdir, state)  # From now on a resume is checked against these settings.
     else:
         logging.info('Resuming %s at generation %d/%d (%d architectures already scored)',
                      workdir, state.generation + 1, ga_cfg.generations, len(journal))
@@ -118,8 +158,10 @@ def run(config, workdir: str) -> dict:
         compile0 = engine.compile_seconds
         population = state.population
         keys = [tuple(int(v) for v in space.canonical(x)) for x in population]
-        new = [k for k in dict.fromkeys(keys) if k not in journal]
-        _score_new(engine, journal, new, progress)
+        _score_new(engine, journal, [k for k in dict.fromkeys(keys) if k not in journal],
+                   progress, score_store, fp)
+        # New to the search in this generation (the same counts after a resume).
+        new = [k for k in dict.fromkeys(keys) if journal[k]['generation'] == g]
         scores = np.asarray([journal[k]['score'] for k in keys])
         penalty, costs = objective.penalties(population)
         fitness = cons.fitness(scores, penalty)
@@ -138,7 +180,7 @@ def run(config, workdir: str) -> dict:
                'mean_fitness': float(np.mean(fitness[np.isfinite(fitness)]))
                if np.isfinite(fitness).any() else None,
                'feasible_fraction': float(np.mean(feasible)), 'evaluations': len(new),
-               'cache_hits': len(keys) - len(new), 'distinct_evaluated': len(journal),
+               'cache_hits': len(keys) - len(new), 'distinct_evaluated': journal.met_by(g),
                'seconds': time.perf_counter() - t0 - compile_s, 'compile_seconds': compile_s,
                'best_feasible_score': (state.best_feasible or {}).get('score'),
                # NAS-Bench-201's accuracy of the generation's best: never read by the search.

@@ -27,8 +27,9 @@ Genome = tuple[int, ...]
 
 def fingerprint(config) -> dict:
     """Config fields a resumed search must share with the run that wrote its state."""
+    proxy = {k: v for k, v in config.proxy.to_dict().items() if k != 'store'}  # A cache only.
     return json.loads(json.dumps({
-        'seed': config.seed, 'space': config.space.to_dict(), 'proxy': config.proxy.to_dict(),
+        'seed': config.seed, 'space': config.space.to_dict(), 'proxy': proxy,
         'ga': config.ga.to_dict(), 'hardware': config.hardware.to_dict(),
         'data': config.data.to_dict(), 'reference': config.reference.to_dict()}))
 
@@ -113,11 +114,14 @@ def _record(value: dict) -> dict:
     def num(x):
         return math.nan if x is None else float(x)
     return {'score': num(value['score']), 'loss': num(value['loss']),
-            'ckas': [num(v) for v in value['ckas']]}
+            'ckas': [num(v) for v in value['ckas']], 'generation': int(value['generation'])}
 
 
 class Journal:
-    """`scores.jsonl`: canonical genome -> proxy record, appended as architectures are scored."""
+    """`scores.jsonl`: canonical genome -> proxy record, appended as architectures are scored.
+
+    Each record holds 'score', 'loss', 'ckas' and 'generation' (the generation that met it).
+    """
 
     def __init__(self, path: str):
         self.path = path
@@ -150,12 +154,16 @@ class Journal:
     def __len__(self) -> int:
         return len(self.records)
 
+    def met_by(self, generation: int) -> int:
+        """Architectures first met in generations up to `generation`."""
+        return sum(r['generation'] <= generation for r in self.records.values())
+
     def __getitem__(self, genome: Genome) -> dict:
         return self.records[genome]
 
-    def add(self, genome: Genome, record: dict) -> None:
-        """Records `genome`'s score and makes it durable before returning."""
-        rec = _record(record)
+    def add(self, genome: Genome, record: dict, generation: int) -> None:
+        """Records `genome`'s score, first met in `generation`; durable when this returns."""
+        rec = _record({**record, 'generation': generation})
         self.records[genome] = rec
         line = fileio.dumps({'genome': list(genome), **rec}) + '\n'
         with open(self.path, 'a') as f:
