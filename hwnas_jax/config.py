@@ -14,7 +14,7 @@ from ml_collections import config_dict
 
 from hwnas_jax.errors import UserError
 
-JOBS = ('search', 'train_reference', 'train_arch', 'figure5')
+JOBS = ('search', 'train_reference', 'train_arch', 'figure5', 'figure2', 'proxy_study')
 DATA_SOURCES = ('embedded', 'folder', 'tfds')
 STRATEGIES = ('auto', 'vmap', 'loop', 'exact')
 CONV_IMPLS = ('auto', 'xla', 'im2col')
@@ -99,6 +99,14 @@ def get_config() -> config_dict.ConfigDict:
     c.figure5.population = 50  # Population to fill in each trial.
     c.figure5.seeds = 10  # Trials averaged per budget.
     c.figure5.limits = ''  # Budgets, comma separated; empty: a default sweep for the space.
+
+    # -- figure2 and proxy_study (NAS-Bench-201 experiments) ----------------------------------
+    c.figure2 = config_dict.ConfigDict()
+    c.figure2.shard = '0/1'  # 'i/n': this process runs searches i, i+n, i+2n, ... of the grid.
+
+    c.study = config_dict.ConfigDict()
+    c.study.num_archs = 100  # Architectures scored (uniform over canonical classes).
+    # -- end of figure2 and proxy_study ---------------------------------------------------------
     return c
 
 
@@ -181,7 +189,7 @@ def validate(config) -> None:
     _number(c, 'data.num_classes', 2, 100_000, integer=True)
     _number(c, 'data.image_size', 8, 1024, integer=True)
     _choice(c, 'reference.bn_mode', BN_MODES)
-    if c.job in ('search', 'figure5'):
+    if c.job in ('search', 'figure5', 'figure2', 'proxy_study'):
         _validate_search(c, cons, costs)
     if c.job in ('train_reference', 'train_arch'):
         _number(c, 'train.epochs', 1, None, integer=True)
@@ -201,6 +209,12 @@ def validate(config) -> None:
     if c.job == 'figure5':
         _number(c, 'figure5.population', 1, 100_000, integer=True)
         _number(c, 'figure5.seeds', 1, 10_000, integer=True)
+    if c.job in ('figure2', 'proxy_study'):
+        _validate_experiments(c)
+
+
+def _validate_experiments(c) -> None:
+    """The figure2 and proxy_study fields (their owner keeps this function)."""
 
 
 def _validate_search(c, cons, costs) -> None:

@@ -13,6 +13,8 @@ JOBS = {
     'train_reference': ('hwnas_jax.reference', 'train'),
     'train_arch': ('hwnas_jax.train_arch', 'train'),
     'figure5': ('hwnas_jax.search.figure5', 'run'),
+    'figure2': ('hwnas_jax.search.figure2', 'run'),
+    'proxy_study': ('hwnas_jax.study', 'run'),
 }
 
 
