@@ -9,6 +9,7 @@ pickle allowed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
 import io
@@ -95,18 +96,28 @@ def load_npz(source, *, what: str, fix: str, keys: tuple[str, ...] = ()) -> dict
     Raises:
       UserError: the file is missing, truncated, corrupt, holds pickled objects or lacks `keys`.
     """
-    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(
-        source, 'name', what)
+    is_path = isinstance(source, (str, os.PathLike))
+    name = os.fspath(source) if is_path else getattr(source, 'name', what)
     try:
-        with np.load(source, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        with contextlib.ExitStack() as stack:
+            f = stack.enter_context(open(source, 'rb')) if is_path else source
+            loaded = np.load(f, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError('a single array, not an npz archive')
+            with loaded:
+                arrays = {k: loaded[k] for k in loaded.files}
     except FileNotFoundError:
         raise UserError(f'{name}: {what} not found; {fix}') from None
+    except IsADirectoryError:
+        raise UserError(f'{name}: {what} is a folder, not a file; {fix}') from None
     except Exception as e:  # noqa: BLE001 - any parse failure of a damaged file is this error.
-        # Seen: BadZipFile, zlib.error, EOFError, SyntaxError/TokenError (a damaged array
-        # header), ValueError (numpy's "Object arrays cannot be loaded when allow_pickle=False":
-        # such a file is not ours, and loading it unsafely would run code).
-        reason = 'it holds pickled objects' if 'pickle' in str(e) else str(e) or type(e).__name__
+        # Seen: BadZipFile, zlib.error, EOFError, NotImplementedError/RuntimeError (a damaged
+        # member header), SyntaxError/TokenError (a damaged array header), ValueError (numpy's
+        # "pickled data" for bytes that are no npy/npz at all: hwnas_jax never unpickles).
+        text = str(e)
+        reason = ('it holds pickled objects' if 'Object arrays' in text else
+                  'not an npz archive' if 'pickle' in text else
+                  text.splitlines()[0] if text else type(e).__name__)
         raise UserError(f'{name}: {what} is damaged or not an hwnas_jax file ({reason}); '
                         f'{fix}') from None
     missing = [k for k in keys if k not in arrays]

@@ -4,6 +4,11 @@ The public, jittable metric of hwnas_jax. Everything here is a pure function of 
 only JAX, computes in float32 whatever the input dtype, and is unbatched: ``jax.vmap`` it at the
 call site to score a population.
 
+Bad input is never a silent wrong number: `linear_cka` returns NaN on NaN or infinite features
+(unchecked, to keep the jitted path free of host round trips) and `checked_linear_cka` raises
+instead; `rmi_loss` raises on concrete labels outside [0, classes) and returns NaN (value and
+gradient) for traced ones.
+
 References:
   Kornblith, Norouzi, Lee, Hinton. "Similarity of Neural Network Representations Revisited".
     ICML 2019 (linear CKA).
@@ -15,10 +20,11 @@ References:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import checkify
 from jax.typing import ArrayLike
 
 # Added under the square roots of the self-similarities so that constant or all-zero features
@@ -62,12 +68,16 @@ def linear_cka(x: ArrayLike, y: ArrayLike) -> jax.Array:
     features. The Gram form costs O(n^2 d) and suits few examples with many features.
     Computed in float32. Constant or all-zero features give 0 (see `EPS`), with finite gradients.
 
+    Non-finite input is not checked: a NaN or infinite entry in ``x`` or ``y`` makes the result
+    NaN, silently (a check would cost a host round trip per call, or a checkify rewrite, on the
+    jitted hot path). Use :func:`checked_linear_cka` to get an error instead.
+
     Args:
       x: [n, ...] features of n examples (any trailing shape, any float dtype).
       y: [n, ...] features of the same n examples (trailing shape may differ from x's).
 
     Returns:
-      [] float32 similarity in [0, 1].
+      [] float32 similarity in [0, 1]; NaN if an input has a NaN or infinite entry.
 
     Raises:
       ValueError: if the example counts differ or there are fewer than 2 examples.
@@ -87,6 +97,89 @@ def linear_cka(x: ArrayLike, y: ArrayLike) -> jax.Array:
     norm_x = jnp.sqrt(jnp.vdot(gram_x, gram_x) + EPS)
     norm_y = jnp.sqrt(jnp.vdot(gram_y, gram_y) + EPS)
     return hsic_xy / (norm_x * norm_y)
+
+
+def _is_traced(x: ArrayLike) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _check_finite(fn: str, name: str, x: ArrayLike) -> None:
+    """Raises (concrete input) or stages a checkify check (traced input) on non-finite entries."""
+    if _is_traced(x):
+        checkify.check(jnp.all(jnp.isfinite(x)),
+                       f'{fn}: {name} has NaN or infinite entries (features of shape {x.shape})')
+        return
+    with jax.ensure_compile_time_eval():  # A constant inside jit: check it now, at trace time.
+        x = jnp.asarray(x)
+        bad = int(jnp.sum(~jnp.isfinite(x)))
+    if bad:
+        raise ValueError(
+            f'{fn}: {name} has {bad} NaN or infinite entr{"y" if bad == 1 else "ies"} among '
+            f'{x.size} (features of shape {x.shape}); CKA of such features is undefined. Look for '
+            'a diverged model, an overflow in low precision, or a damaged input batch.')
+
+
+def _check_labels(labels: ArrayLike, num_classes: int) -> None:
+    """Raises on concrete labels outside [0, num_classes); run at trace time inside jit."""
+    with jax.ensure_compile_time_eval():
+        labels = jnp.asarray(labels)
+        bad = (labels < 0) | (labels >= num_classes)
+        n_bad = int(jnp.sum(bad))
+        if n_bad:
+            raise ValueError(
+                f'rmi_loss: labels must be class indices in [0, {num_classes}) for logits of '
+                f'{num_classes} classes; got {n_bad} outside, e.g. '
+                f'{labels[jnp.argmax(bad)].item()}: check the dataset\'s labels and the model\'s '
+                'number of classes.')
+
+
+def checked_linear_cka(x: ArrayLike, y: ArrayLike) -> jax.Array:
+    """`linear_cka` that raises on NaN or infinite features instead of returning NaN.
+
+    Same value as :func:`linear_cka` (bit for bit) on finite input. Called on concrete arrays
+    it raises a ``ValueError`` naming the argument and the count of bad entries. Under a JAX
+    transform (``jit``, ``vmap``, ``grad``) the inputs are traced, so the test is staged as a
+    ``jax.experimental.checkify`` check: wrap the transformed function with
+    ``checkify.checkify`` and throw its error on the host::
+
+        err, cka = checkify.checkify(jax.jit(rmi.checked_linear_cka))(x, y)
+        err.throw()  # ValueError (JaxRuntimeError) if x or y had a NaN or inf.
+
+    Staged without ``checkify.checkify``, JAX refuses to trace it (a ValueError saying the
+    check was not functionalized), so the check is never dropped silently.
+
+    Args:
+      x: [n, ...] features of n examples.
+      y: [n, ...] features of the same n examples.
+
+    Returns:
+      [] float32 similarity in [0, 1].
+
+    Raises:
+      ValueError: an input has a NaN or infinite entry (concrete input), or as `linear_cka`.
+    """
+    _check_finite('checked_linear_cka', 'x', x)
+    _check_finite('checked_linear_cka', 'y', y)
+    return linear_cka(x, y)
+
+
+@jax.custom_jvp
+def _nan_unless(ok: jax.Array, x: jax.Array) -> jax.Array:
+    """``x`` where ``ok`` (broadcast), else NaN, in the value and in every derivative.
+
+    Used on the log-probabilities of rows whose traced label is outside [0, classes), which
+    the gather would otherwise wrap (-1: the last class) or fill: a finite wrong loss, or a
+    finite gradient that ignores the row. Where ``ok`` it selects ``x`` and multiplies
+    tangents by exactly 1, so valid labels give the same bits as before the check.
+    """
+    return jnp.where(ok, x, jnp.nan)
+
+
+@_nan_unless.defjvp
+def _nan_unless_jvp(primals, tangents):
+    ok, x = primals
+    _, x_dot = tangents
+    return _nan_unless(ok, x), x_dot * jnp.where(ok, 1.0, jnp.nan).astype(x_dot.dtype)
 
 
 def _check_layers(ref_features: Sequence[ArrayLike], features: Sequence[ArrayLike]) -> None:
@@ -150,29 +243,41 @@ def rmi_loss(ref_features: Sequence[ArrayLike], features: Sequence[ArrayLike],
       ref_features: L arrays [n, ...]: the reference model's features.
       features: L arrays [n, ...]: the candidate's features.
       logits: [n, classes] unnormalised class scores of the candidate.
-      labels: [n] integer class labels.
+      labels: [n] integer class labels in [0, classes).
       beta: weight of the RMI term, in [0, 1].
 
     Returns:
-      [] float32 loss.
+      [] float32 loss. Under ``jit`` / ``vmap`` (traced labels) a label outside
+      [0, classes) makes the loss NaN (and its gradient NaN), never a finite wrong value.
 
     Raises:
-      ValueError: on mismatched layer, example or label shapes.
+      ValueError: on mismatched layer, example or label shapes, or, for concrete labels
+        (called outside a transform, or labels closed over as constants), on a label outside
+        [0, classes).
 
     References:
       Zheng et al., CVPR 2022 (RMI-NAS code: 0.8 * (3 - sum CKA) + 0.2 * CE).
     """
     logits = jnp.asarray(logits, jnp.float32)
+    given = labels
     labels = jnp.asarray(labels)
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(
             f'rmi_loss needs logits [n, classes] and labels [n], got logits of shape '
             f'{logits.shape} and labels of shape {labels.shape}.')
+    num_classes = logits.shape[1]
+    if not _is_traced(given):
+        # Only the given object tells: inside jit even jnp.asarray(constant) is a tracer.
+        _check_labels(given, num_classes)
     ckas = layer_ckas(ref_features, features)
     if jnp.shape(features[0])[0] != logits.shape[0]:
         raise ValueError(
             f'rmi_loss needs logits for the same examples as the features, got logits of shape '
             f'{logits.shape} and features of shape {jnp.shape(features[0])}.')
     log_probs = jax.nn.log_softmax(logits)
-    ce = -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None].astype(jnp.int32), axis=1))
+    index = labels[:, None].astype(jnp.int32)
+    # NaN in the rows of invalid labels: whether the gather wraps (-1) or fills (>= classes),
+    # the loss is NaN, and the NaN derivative of the row reaches the logits.
+    log_probs = _nan_unless((index >= 0) & (index < num_classes), log_probs)
+    ce = -jnp.mean(jnp.take_along_axis(log_probs, index, axis=1))
     return beta * jnp.sum(1.0 - ckas) + (1.0 - beta) * ce

@@ -90,3 +90,21 @@ def test_rebuilding_from_the_shared_csv_reproduces_the_asset(tool, shared_data, 
     with ref.open('rb') as f:
         np.testing.assert_array_equal(np.load(out, allow_pickle=False),
                                       np.load(f, allow_pickle=False))
+
+
+def test_damaged_inputs_give_one_error_line(tool, tmp_path, capsys):
+    missing = tmp_path / 'nope.csv'
+    assert tool.main([str(missing), '--out', str(tmp_path / 'o.npy')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and str(missing) in err[0], err
+    rows = list(enumerate(_all_arch_strings(np.arange(nb201.NUM_ARCHS))))
+    truncated = _write_csv(tmp_path / 'trunc.csv', rows)
+    truncated.write_bytes(truncated.read_bytes()[:-30])  # The last row loses its arch_str.
+    assert tool.main([str(truncated), '--out', str(tmp_path / 'o.npy')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and str(truncated) in err[0], err
+    short = _write_csv(tmp_path / 'short.csv', rows[:10])
+    assert tool.main([str(short), '--out', str(tmp_path / 'o.npy')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'error: {short}: expected 15625 rows, got 10'), err
+    assert not (tmp_path / 'o.npy').exists()

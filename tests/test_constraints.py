@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import constraints as hc
 from hwnas_jax.hardware.constraints import Constraint
 
@@ -103,6 +104,9 @@ def test_parse_constraints_good():
     ('flops<=abc', 'flops<=abc'),
     ('flops<=nan', 'flops<=nan'),
     ('flops<=-inf', 'flops<=-inf'),
+    ('flops<=inf', 'flops<=inf'),
+    ('flops<=0', 'flops<=0'),
+    ('latency@raspi4<=-5', 'latency@raspi4<=-5'),
     ('@pixel3<=5', '@pixel3<=5'),
     ('latency@<=5', 'latency@<=5'),
     ('flops<=100; latency pixel3<=5', 'latency pixel3<=5'),
@@ -110,29 +114,61 @@ def test_parse_constraints_good():
     ('flops=5', 'flops=5'),
 ])
 def test_parse_constraints_bad(spec, quoted):
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(UserError) as e:
         hc.parse_constraints(spec)
     assert repr(quoted) in str(e.value)
     assert 'metric[@device]<=limit' in str(e.value)
+    assert 'flops<=100;latency@raspi4<=20' in str(e.value)  # The syntax, by example.
+    assert e.value.__cause__ is None
 
 
-def test_parse_constraints_duplicate_and_type():
-    with pytest.raises(ValueError, match="'flops' given twice"):
-        hc.parse_constraints('flops<=100; flops<=50')
-    with pytest.raises(ValueError, match='string'):
+@pytest.mark.parametrize('spec, name', [
+    ('flops<=100; flops<=50', 'flops'),
+    ('latency@raspi4<=20; flops<=9; latency @ raspi4 <= 20', 'latency@raspi4'),
+])
+def test_parse_constraints_duplicate(spec, name):
+    with pytest.raises(UserError, match=f"{name!r} given twice.*count twice"):
+        hc.parse_constraints(spec)
+
+
+def test_parse_constraints_type():
+    with pytest.raises(UserError, match='string'):
         hc.parse_constraints(100)
+
+
+def test_config_constraints():
+    primary = Constraint('latency', 'pixel3', 5.0)
+    assert hc.config_constraints(primary, '') == [primary]
+    assert hc.config_constraints(primary, 'latency@raspi4<=20;flops<=100') == [
+        primary, Constraint('latency', 'raspi4', 20.0), Constraint('flops', None, 100.0)]
+    with pytest.raises(UserError, match=r'config\.hardware\.extra.*latency@pixel3.*twice'):
+        hc.config_constraints(primary, 'flops<=100; latency@pixel3<=4')
+    with pytest.raises(UserError, match='abc'):
+        hc.config_constraints(primary, 'flops<=abc')
 
 
 def test_constraint_validation():
     assert Constraint('flops', None, 100).limit == 100.0
-    with pytest.raises(ValueError, match='metric'):
+    assert Constraint('flops', None, np.float32(2.5)).limit == 2.5
+    with pytest.raises(UserError, match='metric'):
         Constraint('', None, 1.0)
-    with pytest.raises(ValueError, match='device'):
+    with pytest.raises(UserError, match='device'):
         Constraint('latency', 5.0, 1.0)
-    with pytest.raises(ValueError, match='limit'):
-        Constraint('latency', 'pixel3', 'five')
-    with pytest.raises(ValueError, match='limit'):
-        Constraint('latency', 'pixel3', float('nan'))
+
+
+@pytest.mark.parametrize('limit', [
+    'five', None, True, 0, 0.0, -1.0, -np.inf, np.inf, float('nan'), np.float64('nan'), [1.0]])
+def test_constraint_limit_must_be_finite_and_positive(limit):
+    with pytest.raises(UserError, match=r'budget of constraint latency@pixel3 must be a finite '
+                                        r'number > 0'):
+        Constraint('latency', 'pixel3', limit)
+
+
+def test_infeasible_error_is_a_user_error():
+    assert issubclass(hc.InfeasibleError, UserError)
+    assert issubclass(hc.InfeasibleError, ValueError)
+    with pytest.raises(UserError, match='max_draws'):
+        hc.rejection_sample(np.random.default_rng(0), _sample, _sum_cost, 10.0, 5, max_draws=-1)
 
 
 def test_check_budget():
@@ -193,9 +229,9 @@ def test_rejection_infeasible_region():
     with pytest.raises(hc.InfeasibleError, match='found 0 feasible .* in 5000 draws'):
         hc.rejection_sample(rng, _sample, _sum_cost, -1.0, 10, max_draws=5000)
     # Sum 0 has probability 3**-45: the region is not empty but far too small.
-    with pytest.raises(hc.InfeasibleError, match=r'flops<=0\b'):
+    with pytest.raises(hc.InfeasibleError, match=r'flops<=0\.5\b'):
         hc.rejection_sample(
-            rng, _sample, _sum_cost, Constraint('flops', None, 0.0), 10, max_draws=5000)
+            rng, _sample, _sum_cost, Constraint('flops', None, 0.5), 10, max_draws=5000)
     assert issubclass(hc.InfeasibleError, ValueError)
 
 

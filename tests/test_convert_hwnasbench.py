@@ -190,3 +190,82 @@ def test_trusted_flag_prints_loud_warning(tool, tmp_path, capsys):
                       '--i-trust-this-pickle']) == 0
     err = capsys.readouterr().err
     assert 'UNPICKLING' in err and 'trust' in err
+
+
+# -- damaged or foreign inputs: one `error:` line, exit status 2 ---------------------------------
+
+
+def _merged_csv(path: pathlib.Path, n: int = 15625, bad_value: str | None = None) -> pathlib.Path:
+    """A CSV laid out like the merged CIFAR-10 CSV, with synthetic values."""
+    header = ['index', 'arch_str', *tables.TABLE_METRICS,
+              *(f'{m}_source' for m in tables.TABLE_METRICS)]
+    archs = [nb201.to_arch_str(g) for g in nb201.indices_to_genomes(np.arange(n))]
+    lines = [','.join(header)]
+    for i, arch in enumerate(archs):
+        values = ['1.5'] * len(tables.TABLE_METRICS)
+        if bad_value is not None and i == 7:
+            values[0] = bad_value
+        lines.append(','.join([str(i), arch, *values, *(['HELP'] * len(tables.TABLE_METRICS))]))
+    path.write_text('\n'.join(lines) + '\n')
+    return path
+
+
+def _damaged_input(kind: str, tmp_path: pathlib.Path) -> tuple[list[str], str]:
+    """(extra command-line arguments, a phrase the error must hold) for one damaged input."""
+    pickle_args = ['--i-trust-this-pickle', '--pickle']
+    if kind == 'csv_missing':
+        return ['--csv', str(tmp_path / 'nope.csv')], 'not found'
+    if kind == 'csv_columns':
+        (tmp_path / 'c.csv').write_text('index,arch\n0,x\n')
+        return ['--csv', str(tmp_path / 'c.csv')], 'missing column'
+    if kind == 'csv_truncated':
+        path = _merged_csv(tmp_path / 't.csv')
+        path.write_bytes(path.read_bytes()[:-40])
+        return ['--csv', str(path)], 'different number of fields'
+    if kind == 'csv_short':
+        return ['--csv', str(_merged_csv(tmp_path / 's.csv', n=100))], '100 rows'
+    if kind == 'csv_not_a_number':
+        return ['--csv', str(_merged_csv(tmp_path / 'v.csv', bad_value='fast'))], "'fast'"
+    if kind == 'csv_binary':
+        (tmp_path / 'b.csv').write_bytes(bytes(range(256)) * 8)
+        return ['--csv', str(tmp_path / 'b.csv')], 'cannot read the CSV'
+    if kind == 'pickle_missing':
+        return [*pickle_args, str(tmp_path / 'nope.pickle')], 'not found'
+    if kind == 'pickle_truncated':
+        obj = original_layout(synthetic_values(2, seed=4), as_lists=False)
+        path = write_pickle(tmp_path / 'tr.pickle', obj)
+        path.write_bytes(path.read_bytes()[:300])
+        return [*pickle_args, str(path)], 'cannot unpickle'
+    if kind == 'pickle_foreign':
+        return [*pickle_args, str(write_pickle(tmp_path / 'l.pickle', [1, 2]))], 'nasbench201'
+    if kind == 'pickle_layout':
+        obj = original_layout(synthetic_values(2, seed=5), as_lists=False)
+        del obj['nasbench201']['cifar10']['config'][1]['arch_str']
+        return [*pickle_args, str(write_pickle(tmp_path / 'k.pickle', obj))], 'not laid out'
+    if kind == 'pickle_value':
+        obj = original_layout(synthetic_values(2, seed=6), as_lists=False)
+        obj['nasbench201']['cifar100']['fpga_energy'][1] = 'n/a'
+        return [*pickle_args, str(write_pickle(tmp_path / 'v.pickle', obj))], 'not a number'
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize('kind', [
+    'csv_missing', 'csv_columns', 'csv_truncated', 'csv_short', 'csv_not_a_number', 'csv_binary',
+    'pickle_missing', 'pickle_truncated', 'pickle_foreign', 'pickle_layout', 'pickle_value',
+])
+def test_damaged_inputs_give_one_error_line(tool, tmp_path, capsys, kind):
+    args, phrase = _damaged_input(kind, tmp_path)
+    out = tmp_path / 'out.npz'
+    assert tool.main([*args, '--out', str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith('error: '), err
+    assert args[-1] in err[-1] and phrase in err[-1], err[-1]
+    assert not any('Traceback' in line for line in err)
+    assert not out.exists()
+
+
+def test_unwritable_output_is_one_error_line(tool, tmp_path, capsys):
+    path = _merged_csv(tmp_path / 'm.csv')
+    assert tool.main(['--csv', str(path), '--out', str(tmp_path / 'no' / 'such' / 'o.npz')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and 'o.npz' in err[0], err

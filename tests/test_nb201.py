@@ -11,6 +11,7 @@ import pytest
 from flax import traverse_util
 
 from hwnas_jax import spaces
+from hwnas_jax.errors import UserError
 from hwnas_jax.spaces import nb201
 
 EXAMPLE = ('|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|'
@@ -71,7 +72,7 @@ def test_asset_agrees_with_the_hwnasbench_csv(shared_data):
     (0.5, 2, 3, 4, 0, 1), (True,) * 6, ('a', 1, 1, 1, 1, 1), (5, 0, 0, 0, 0, 0),
     (-1, 0, 0, 0, 0, 0), [1, [2], 3, 4, 0, 1], 3, None])
 def test_validate_rejects(bad):
-    with pytest.raises(ValueError, match='genome is 6 integers in \\[0, 4\\]'):
+    with pytest.raises(UserError, match='genome is 6 integers in \\[0, 4\\]'):
         nb201.validate(bad)
 
 
@@ -80,9 +81,9 @@ def test_validate_accepts_integer_arrays():
             EXAMPLE_GENOME)):
         out = nb201.validate(g)
         assert out.dtype == np.int64 and out.shape == (6,) and tuple(out) == EXAMPLE_GENOME
-    with pytest.raises(ValueError, match='values out of range'):
+    with pytest.raises(UserError, match='values out of range'):
         nb201.genomes_to_indices(np.full((3, 6), 5))
-    with pytest.raises(ValueError, match='genome'):
+    with pytest.raises(UserError, match='genome'):
         nb201.flops(np.zeros((3, 5), np.int64))
 
 
@@ -91,7 +92,7 @@ def test_validate_accepts_integer_arrays():
     '|nor_conv_3x3~0|+|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|',
     EXAMPLE + '+|none~0|', EXAMPLE.replace('~', '-')])
 def test_malformed_arch_strings(bad):
-    with pytest.raises(ValueError, match='malformed NAS-Bench-201 arch string') as info:
+    with pytest.raises(UserError, match='malformed NAS-Bench-201 arch string') as info:
         nb201.from_arch_str(bad)
     assert repr(bad)[:60] in str(info.value)
     assert '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' in str(info.value)
@@ -104,9 +105,9 @@ def test_arch_string_must_be_a_string():
 
 @pytest.mark.parametrize('bad', [-1, 15625, 1.5, '3'])
 def test_bad_indices(bad):
-    with pytest.raises(ValueError, match='indices must be'):
+    with pytest.raises(UserError, match='indices must be'):
         nb201.from_index(bad)
-    with pytest.raises(ValueError, match='indices must be'):
+    with pytest.raises(UserError, match='indices must be'):
         nb201.indices_to_genomes([0, bad])
 
 
@@ -158,9 +159,9 @@ def test_costs_are_vectorised():
         single = [fn(g, num_classes=100, channels=8, cells_per_stage=2) for g in genomes[:50, 0]]
         assert isinstance(single[0], (int, float))
         np.testing.assert_array_equal(batch[:50, 0], single)
-    with pytest.raises(ValueError, match='multiple of 4'):
+    with pytest.raises(UserError, match='multiple of 4'):
         nb201.flops(ALL_CONV3, resolution=30)
-    with pytest.raises(ValueError, match='channels'):
+    with pytest.raises(UserError, match='channels'):
         nb201.num_params(ALL_CONV3, channels=0)
 
 
@@ -274,6 +275,7 @@ def _max_diff(a, b):
                for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow  # About 10 s on a loaded 2-core CPU: compiles two networks.
 def test_exact_equals_population():
     x, v = _inputs()
     for genome in (GENOMES[0], GENOMES[1], GENOMES[3], GENOMES[5]):

@@ -1,9 +1,11 @@
 """Tests of hwnas_jax.rmi against an independent NumPy float64 reference."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import checkify
 
 from hwnas_jax import rmi
 
@@ -147,3 +149,83 @@ def test_mismatched_shapes_raise_with_shapes():
         rmi.rmi_loss([np.ones((4, 3))], [np.ones((4, 3))], np.ones((5, 2)), np.ones((5,), int))
     with pytest.raises(ValueError, match='at least 2 examples'):
         rmi.linear_cka(np.ones((1, 3)), np.ones((1, 3)))
+
+
+# Non-finite features and bad labels: never a silent wrong number -----------------------------
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize('where', ['x', 'y'])
+def test_linear_cka_is_nan_on_non_finite_and_checked_variant_raises(rng, bad, where):
+    x = rng.normal(size=(8, 3, 2)).astype(np.float32)
+    y = rng.normal(size=(8, 5)).astype(np.float32)
+    a = x if where == 'x' else y
+    a[(3,) + (0,) * (a.ndim - 1)] = bad
+    assert np.isnan(rmi.linear_cka(x, y))  # Documented: unchecked, NaN out.
+    with pytest.raises(ValueError, match=rf'checked_linear_cka: {where} has 1 NaN or infinite '
+                                         r'entry among \d+ \(features of shape'):
+        rmi.checked_linear_cka(x, y)
+
+
+def test_checked_linear_cka_equals_linear_cka_on_finite_input(rng):
+    x = rng.normal(size=(10, 4, 4)).astype(np.float32)
+    y = np.maximum(rng.normal(size=(10, 6)), 0).astype(np.float32)
+    chex.assert_trees_all_equal(rmi.checked_linear_cka(x, y), rmi.linear_cka(x, y))
+    chex.assert_shape(rmi.checked_linear_cka(x, y), ())
+    chex.assert_type(rmi.checked_linear_cka(x, y), jnp.float32)
+
+
+def test_checked_linear_cka_under_jit_and_vmap_with_checkify(rng):
+    xs = rng.normal(size=(3, 6, 4)).astype(np.float32)
+    ys = rng.normal(size=(3, 6, 2)).astype(np.float32)
+    jitted = checkify.checkify(jax.jit(jax.vmap(rmi.checked_linear_cka)))
+    err, out = jitted(xs, ys)
+    err.throw()  # Finite input: no error, the same values as the unchecked function.
+    chex.assert_trees_all_equal(out, jax.jit(jax.vmap(rmi.linear_cka))(xs, ys))
+    xs[1, 2, 3] = np.nan
+    err, out = jitted(xs, ys)
+    with pytest.raises(ValueError, match='x has NaN or infinite entries'):
+        err.throw()
+    # Staged without checkify, JAX refuses to trace the check rather than dropping it.
+    with pytest.raises(ValueError, match='checkify'):
+        jax.jit(rmi.checked_linear_cka)(xs[0], ys[0])
+
+
+def _loss_inputs(rng, n=6, classes=4):
+    ref = [rng.normal(size=(n, 5)).astype(np.float32)]
+    cand = [rng.normal(size=(n, 3)).astype(np.float32)]
+    logits = rng.normal(size=(n, classes)).astype(np.float32)
+    return ref, cand, logits
+
+
+@pytest.mark.parametrize('bad', [-1, 4, 100])
+def test_rmi_loss_rejects_out_of_range_concrete_labels(rng, bad):
+    ref, cand, logits = _loss_inputs(rng)
+    labels = np.array([0, 1, 2, 3, bad, 0])
+    with pytest.raises(ValueError, match=rf'labels must be class indices in \[0, 4\).*1 outside, '
+                                         rf'e\.g\. {bad}'):
+        rmi.rmi_loss(ref, cand, logits, labels)
+    # Labels closed over as constants inside jit are concrete: checked at trace time.
+    with pytest.raises(ValueError, match='labels must be class indices'):
+        jax.jit(lambda lg: rmi.rmi_loss(ref, cand, lg, labels))(logits)
+
+
+@pytest.mark.parametrize('bad', [-1, 4])
+def test_rmi_loss_traced_out_of_range_label_is_nan(rng, bad):
+    ref, cand, logits = _loss_inputs(rng)
+    good = np.array([0, 1, 2, 3, 1, 0])
+    chex.clear_trace_counter()
+    loss = chex.assert_max_traces(n=1)(
+        lambda lg, lb: rmi.rmi_loss(ref, cand, lg, lb))
+    loss = jax.jit(loss)
+    valid = loss(logits, good)
+    assert np.isfinite(valid)
+    np.testing.assert_allclose(valid, rmi.rmi_loss(ref, cand, logits, good), rtol=1e-6)
+    labels = good.copy()
+    labels[4] = bad
+    assert np.isnan(loss(logits, labels))  # Same shapes: no retrace (assert_max_traces).
+    grads = jax.jit(jax.grad(lambda lg, lb: rmi.rmi_loss(ref, cand, lg, lb)))(logits, labels)
+    assert np.isnan(grads).any()
+    batched = jax.vmap(lambda lb: rmi.rmi_loss(ref, cand, logits, lb))(np.stack([good, labels]))
+    chex.assert_shape(batched, (2,))
+    assert np.isfinite(batched[0]) and np.isnan(batched[1])

@@ -32,21 +32,36 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hwnas_jax.spaces import nb201  # noqa: E402
+from hwnas_jax.errors import UserError
+from hwnas_jax.spaces import nb201
 
 DEFAULT_OUT = REPO / 'hwnas_jax' / 'assets' / 'nb201_index.npy'
 _PLACES = nb201.NUM_OPS ** np.arange(nb201.NUM_EDGES - 1, -1, -1)
 
 
 def read_rows(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """(index, arch_str) text of each row of the CSV at `path`."""
-    with open(path, newline='') as f:
-        reader = csv.DictReader(f)
-        missing = {'index', 'arch_str'} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f'{path}: missing column(s) {sorted(missing)}; found '
-                             f'{reader.fieldnames}')
-        return [(row['index'], row['arch_str']) for row in reader]
+    """(index, arch_str) text of each row of the CSV at `path`.
+
+    Raises:
+      UserError: the file is missing or unreadable, or lacks a column.
+    """
+    try:
+        with open(path, newline='', encoding='utf-8') as f:
+            reader = csv.DictReader(f)
+            missing = {'index', 'arch_str'} - set(reader.fieldnames or ())
+            if missing:
+                raise UserError(f'{path}: missing column(s) {sorted(missing)}; found '
+                                f'{reader.fieldnames}')
+            rows = [(row['index'], row['arch_str']) for row in reader]
+    except FileNotFoundError:
+        raise UserError(f'{path}: CSV not found') from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f'{path}: cannot read the CSV ({e})') from None
+    for i, (index, arch) in enumerate(rows, start=2):
+        if index is None or arch is None:
+            raise UserError(f'{path}: row {i} lacks the index or arch_str field (a truncated or '
+                            'damaged file)')
+    return rows
 
 
 def build_index(rows: Iterable[tuple[str | int, str]]) -> np.ndarray:
@@ -56,7 +71,7 @@ def build_index(rows: Iterable[tuple[str | int, str]]) -> np.ndarray:
       rows: (index, arch_str) pairs, in any order.
 
     Raises:
-      ValueError: an index is not an integer in 0..15624, missing or repeated; an arch string is
+      UserError: an index is not an integer in 0..15624, missing or repeated; an arch string is
         malformed or repeated; or a code does not convert back to its arch string.
     """
     n = nb201.NUM_ARCHS
@@ -68,25 +83,25 @@ def build_index(rows: Iterable[tuple[str | int, str]]) -> np.ndarray:
         try:
             i = int(index_text)
         except ValueError:
-            raise ValueError(f'row {count}: index {index_text!r} is not an integer') from None
+            raise UserError(f'row {count}: index {index_text!r} is not an integer') from None
         if not 0 <= i < n:
-            raise ValueError(f'row {count}: index {i} is outside 0..{n - 1}')
+            raise UserError(f'row {count}: index {i} is outside 0..{n - 1}')
         if strings[i] is not None:
-            raise ValueError(f'row {count}: index {i} appears twice')
+            raise UserError(f'row {count}: index {i} appears twice')
         codes[i] = int(np.asarray(nb201.from_arch_str(arch)) @ _PLACES)
         strings[i] = arch
     if count != n:
-        raise ValueError(f'expected {n} rows, got {count}')
+        raise UserError(f'expected {n} rows, got {count}')
     if len(np.unique(codes)) != n:
         values, counts = np.unique(codes, return_counts=True)
         dup = int(values[counts > 1][0])
         first = [i for i in range(n) if codes[i] == dup][:2]
-        raise ValueError(f'the same architecture appears at indices {first}: {strings[first[0]]}')
+        raise UserError(f'the same architecture appears at indices {first}: {strings[first[0]]}')
     for i in range(n):
         genome = (codes[i] // _PLACES) % nb201.NUM_OPS
         if nb201.to_arch_str(genome) != strings[i]:
-            raise ValueError(f'index {i}: {strings[i]!r} does not round-trip '
-                             f'(got {nb201.to_arch_str(genome)!r})')
+            raise UserError(f'index {i}: {strings[i]!r} does not round-trip '
+                            f'(got {nb201.to_arch_str(genome)!r})')
     return codes.astype('<i2')
 
 
@@ -96,13 +111,15 @@ def content_sha256(codes: np.ndarray) -> str:
 
 
 def write(codes: np.ndarray, out: str | os.PathLike) -> None:
-    """Writes `codes` as a .npy file atomically (temporary file, then rename)."""
+    """Writes `codes` as a .npy file atomically (temporary file, fsync, then rename)."""
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
             np.save(f, codes, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates the file private to its owner.
         os.replace(tmp, out)
     except BaseException:
@@ -115,14 +132,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('csv', help='CSV with columns index, arch_str for all 15625 archs')
     parser.add_argument('--out', default=str(DEFAULT_OUT), help='output .npy path')
     args = parser.parse_args(argv)
-    codes = build_index(read_rows(args.csv))
-    write(codes, args.out)
+    try:
+        rows = read_rows(args.csv)
+        try:
+            codes = build_index(rows)
+        except UserError as e:
+            raise UserError(f'{args.csv}: {e}') from None
+        write(codes, args.out)
+    except (UserError, OSError) as e:  # OSError: e.g. the --out folder cannot be created.
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     print(f'wrote {args.out}: int16 [{len(codes)}], content sha256 {content_sha256(codes)}')
     return 0
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except ValueError as e:
-        sys.exit(f'error: {e}')
+    sys.exit(main())

@@ -28,9 +28,9 @@ from hwnas_jax.hardware.tables import CostTable, clear_cache, load_table, packag
 
 __all__ = [
     'DATASETS',
+    'DEVICES',
     'DEVICE_HAS',
     'DEVICE_METRICS',
-    'DEVICES',
     'METRICS',
     'MISSING_POLICIES',
     'NETWORK_METRICS',

@@ -21,18 +21,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-SYNTAX = "metric[@device]<=limit, joined by ';' (e.g. 'latency@pixel3<=5.0; flops<=100')"
+from hwnas_jax.errors import UserError
+
+SYNTAX = "metric[@device]<=limit, joined by ';' (e.g. 'flops<=100;latency@raspi4<=20')"
 
 _NAME = r'[A-Za-z_][A-Za-z0-9_.\-]*'
 _PART = re.compile(rf'\s*({_NAME})\s*(?:@\s*({_NAME})\s*)?<=\s*(\S+)\s*')
 
 
-class InfeasibleError(ValueError):
+class InfeasibleError(UserError):
     """Rejection sampling could not find enough feasible architectures within its draws."""
 
 
@@ -43,7 +45,12 @@ class Constraint:
     Attributes:
       metric: cost name, e.g. ``'latency'``, ``'energy'``, ``'flops'``, ``'params'``.
       device: target device for device-dependent metrics (e.g. ``'pixel3'``), else None.
-      limit: Omega, in the metric's unit; +inf means no limit.
+      limit: Omega, in the metric's unit: a finite number > 0 (every cost is positive, so a
+        budget of zero or less admits no architecture, and an infinite one is no budget).
+
+    Raises:
+      UserError: a metric or device that is not a name, or a limit that is not a finite
+        positive number; the message names the constraint.
     """
 
     metric: str
@@ -52,15 +59,17 @@ class Constraint:
 
     def __post_init__(self) -> None:
         if not isinstance(self.metric, str) or not re.fullmatch(_NAME, self.metric):
-            raise ValueError(f'Constraint metric must be a name, got {self.metric!r}.')
+            raise UserError(f'constraint metric must be a name, got {self.metric!r}.')
         if self.device is not None and (
                 not isinstance(self.device, str) or not re.fullmatch(_NAME, self.device)):
-            raise ValueError(f'Constraint device must be a name or None, got {self.device!r}.')
-        if isinstance(self.limit, bool) or not isinstance(self.limit, (int, float, np.number)):
-            raise ValueError(f'Constraint limit must be a number, got {self.limit!r}.')
-        limit = float(self.limit)
-        if math.isnan(limit) or limit == -math.inf:
-            raise ValueError(f'Constraint limit must be a number or +inf, got {limit}.')
+            raise UserError(f'constraint device must be a name or None, got {self.device!r}.')
+        number = not isinstance(self.limit, bool) and isinstance(
+            self.limit, (int, float, np.integer, np.floating))
+        limit = float(self.limit) if number else math.nan
+        if not number or not math.isfinite(limit) or limit <= 0:
+            raise UserError(
+                f'the budget of constraint {self.name} must be a finite number > 0 (in the '
+                f"metric's unit), got {self.limit!r}.")
         object.__setattr__(self, 'limit', limit)
 
     @property
@@ -76,40 +85,68 @@ def parse_constraints(spec: str) -> list[Constraint]:
     """Parses ``'metric[@device]<=limit; ...'`` into constraints.
 
     Whitespace around the parts is ignored and empty parts are skipped, so ``''`` gives no
-    constraint. A metric (with its device) may appear only once.
+    constraint. A metric (with its device) may appear only once: its penalty would count twice.
 
     Args:
-      spec: the constraints, e.g. ``'latency@pixel3<=5.0; flops<=100'``.
+      spec: the constraints, e.g. ``'flops<=100;latency@raspi4<=20'``.
 
     Returns:
       The constraints, in the order written.
 
     Raises:
-      ValueError: quoting the part that does not parse, and the syntax.
+      UserError: quoting the part that does not parse (or whose limit is not a finite number
+        > 0, or that repeats a metric and device), and the syntax.
     """
     if not isinstance(spec, str):
-        raise ValueError(f'constraints must be a string in the syntax {SYNTAX}; got {spec!r}.')
+        raise UserError(
+            f'constraints must be a string in the syntax {SYNTAX}; got {spec!r}.')
     out: list[Constraint] = []
     for part in spec.split(';'):
         if not part.strip():
             continue
         match = _PART.fullmatch(part)
         if match is None:
-            raise ValueError(f'cannot parse constraint {part.strip()!r}; expected {SYNTAX}.')
+            raise UserError(f'cannot parse constraint {part.strip()!r}; expected {SYNTAX}.')
         metric, device, text = match.groups()
         try:
             limit = float(text)
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f'cannot parse the limit {text!r} of constraint {part.strip()!r}; expected '
                 f'{SYNTAX}.') from None
         try:
             constraint = Constraint(metric, device, limit)
-        except ValueError as e:
-            raise ValueError(f'bad constraint {part.strip()!r}: {e} Expected {SYNTAX}.') from None
+        except UserError as e:
+            raise UserError(f'bad constraint {part.strip()!r}: {e} Expected {SYNTAX}.') from None
         if any(c.name == constraint.name for c in out):
-            raise ValueError(f'constraint on {constraint.name!r} given twice in {spec!r}.')
+            raise UserError(
+                f'constraint on {constraint.name!r} given twice in {spec!r} (its penalty would '
+                f'count twice); keep one. Expected {SYNTAX}.')
         out.append(constraint)
+    return out
+
+
+def config_constraints(primary: Constraint, extra: str) -> list[Constraint]:
+    """The primary constraint (``config.hardware.metric/device/limit``) then ``extra``'s.
+
+    Args:
+      primary: the constraint of ``config.hardware.{metric, device, limit}``.
+      extra: ``config.hardware.extra``, parsed by :func:`parse_constraints`.
+
+    Returns:
+      ``[primary, *parse_constraints(extra)]``.
+
+    Raises:
+      UserError: ``extra`` does not parse, or constrains the primary's metric and device again
+        (its penalty would count twice).
+    """
+    out = [primary, *parse_constraints(extra)]
+    for c in out[1:]:
+        if c.name == primary.name:
+            raise UserError(
+                f'config.hardware.extra constrains {c.name} ({c}), which the primary budget '
+                f'(config.hardware.metric/device/limit: {primary}) already does; its penalty '
+                'would count twice: drop it from config.hardware.extra or change the primary.')
     return out
 
 
@@ -262,7 +299,7 @@ def check_budget(cheapest_cost: float, limit: float, name: str) -> str | None:
 
 
 SampleFn = Callable[[np.random.Generator, int], np.ndarray]
-CostFn = Callable[[np.ndarray], Union[np.ndarray, Sequence[np.ndarray]]]
+CostFn = Callable[[np.ndarray], np.ndarray | Sequence[np.ndarray]]
 
 
 def rejection_sample(
@@ -294,7 +331,8 @@ def rejection_sample(
     """
     lim = _limits(limits)
     if size < 0 or max_draws < 0:
-        raise ValueError(f'size and max_draws must be >= 0, got {size} and {max_draws}.')
+        raise UserError(f'the population size and max_draws (config.ga.max_draws) must be >= 0, '
+                        f'got {size} and {max_draws}.')
     found: list[np.ndarray] = []
     n_found = drawn = 0
     block = max(size, 64)

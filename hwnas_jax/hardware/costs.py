@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import predict as _predict
 from hwnas_jax.hardware import tables
 
@@ -78,7 +79,7 @@ def _nb201() -> Any:
 
 def _check_choice(kind: str, value: Any, options: tuple[str, ...], hint: str = '') -> None:
     if value not in options:
-        raise ValueError(f'unknown {kind} {value!r}; expected one of {list(options)}{hint}')
+        raise UserError(f'unknown {kind} {value!r}; expected one of {list(options)}{hint}')
 
 
 def _resolve(metric: str, device: str | None, dataset: str, missing: str) -> str | None:
@@ -89,17 +90,17 @@ def _resolve(metric: str, device: str | None, dataset: str, missing: str) -> str
     device = device or None
     if metric in NETWORK_METRICS:
         if device is not None:
-            raise ValueError(
+            raise UserError(
                 f'{metric!r} is a property of the network, not of a device: pass device=None '
                 f'(got {device!r}); device metrics are {list(DEVICE_METRICS)}'
             )
         return None
     having = [d for d in DEVICES if metric in DEVICE_HAS[d]]
     if device is None:
-        raise ValueError(f'{metric!r} is measured on a device: pass device= one of {having}')
+        raise UserError(f'{metric!r} is measured on a device: pass device= one of {having}')
     _check_choice('device', device, DEVICES)
     if metric not in DEVICE_HAS[device]:
-        raise ValueError(
+        raise UserError(
             f'HW-NAS-Bench has no {metric!r} on {device!r}: it has {list(DEVICE_HAS[device])} '
             f'there; {metric!r} exists on {having}'
         )
@@ -109,11 +110,11 @@ def _resolve(metric: str, device: str | None, dataset: str, missing: str) -> str
 def _as_genomes(genomes: ArrayLike) -> np.ndarray:
     g = np.asarray(genomes)
     if g.ndim == 0 or g.shape[-1] != tables.NUM_EDGES:
-        raise ValueError(f'genomes must have shape [..., {tables.NUM_EDGES}], got {g.shape}')
+        raise UserError(f'genomes must have shape [..., {tables.NUM_EDGES}], got {g.shape}')
     if g.dtype.kind not in 'iu':
-        raise ValueError(f'genomes must be integers (op index per edge), got {g.dtype}')
+        raise UserError(f'genomes must be integers (op index per edge), got {g.dtype}')
     if g.size and (g.min() < 0 or g.max() >= tables.NUM_OPS):
-        raise ValueError(f'genome entries must be op indices in 0..{tables.NUM_OPS - 1}')
+        raise UserError(f'genome entries must be op indices in 0..{tables.NUM_OPS - 1}')
     return g
 
 
@@ -135,7 +136,7 @@ def cost(
       device: for device metrics, one of :data:`DEVICES` having the metric (:data:`DEVICE_HAS`);
         None (or ``""``) for network metrics.
       dataset: ``cifar10``, ``cifar100`` or ``ImageNet16-120`` (table column; class count).
-      missing: what a value the table lacks becomes: ``"error"`` raises a ValueError naming the
+      missing: what a value the table lacks becomes: ``"error"`` raises a UserError naming the
         architectures; ``"infeasible"`` gives ``+inf``; ``"predict"`` gives the estimate of a
         least-squares model fitted on the known values of the same column (see :func:`predictor`
         for its held-out error, which is also logged when it is first fitted).
@@ -146,8 +147,9 @@ def cost(
       float64 ``[...]``, the cost of every genome.
 
     Raises:
-      ValueError: unknown or unavailable metric, device, dataset or missing policy (the message
-        lists what exists), malformed genomes, or missing values under ``missing="error"``.
+      UserError: unknown or unavailable metric, device, dataset or missing policy (the message
+        lists what exists), malformed genomes, missing values under ``missing="error"``, or a
+        table file that is missing, damaged or invalid (the message names it).
     """
     column_name = _resolve(metric, device, dataset, missing)
     g = _as_genomes(genomes)
@@ -162,7 +164,7 @@ def cost(
     lacking = np.isnan(out)
     if lacking.any():
         if missing == 'error':
-            raise ValueError(_missing_message(metric, device, dataset, loaded, idx[lacking]))
+            raise UserError(_missing_message(metric, device, dataset, loaded, idx[lacking]))
         if missing == 'infeasible':
             out[lacking] = np.inf
         else:
@@ -211,7 +213,7 @@ def available(
     whose column the table has for ``dataset`` (columns may still lack some architectures).
 
     Raises:
-      ValueError: unknown dataset, or a dataset the table lacks (the message says how to get it).
+      UserError: unknown dataset, or a dataset the table lacks (the message says how to get it).
     """
     _check_choice('dataset', dataset, DATASETS)
     loaded = tables.load_table(table)

@@ -31,6 +31,7 @@ import threading
 import numpy as np
 from absl import logging
 
+from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import tables
 
 NUM_EDGES = tables.NUM_EDGES
@@ -227,7 +228,8 @@ def fit(
       The fitted :class:`OpPredictor`.
 
     Raises:
-      ValueError: too few known entries, or non-finite values.
+      UserError: too few known entries to fit (use another ``missing`` policy).
+      ValueError: non-finite values or an unknown ``kind`` (a caller's bug).
     """
     y = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(y)):
@@ -237,7 +239,7 @@ def fit(
     kinds = [kind] if kind else [k for k in ('additive', 'pairwise') if len(y) >= MIN_KNOWN[k]]
     if not kinds or len(y) < MIN_KNOWN[kinds[0]]:
         need = MIN_KNOWN[kind or 'additive']
-        raise ValueError(
+        raise UserError(
             f"cannot predict {metric} on {dataset}: only {len(y)} known values, the "
             f"{kind or 'additive'} model needs {need}; use missing='infeasible' or 'error'"
         )

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.resources
-import io
 import json
 import os
 import threading
@@ -35,6 +33,9 @@ from collections.abc import Mapping
 from typing import Any, Union
 
 import numpy as np
+
+from hwnas_jax import fileio
+from hwnas_jax.errors import UserError
 
 FORMAT = 'hwnas_jax.hwnasbench_nb201'
 FORMAT_VERSION = 1
@@ -62,6 +63,16 @@ PACKAGED_NAME = 'hwnasbench_nb201.npz'
 # data_sha256 of the packaged table; regenerate with tools/convert_hwnasbench.py and update.
 PACKAGED_DATA_SHA256 = '9b0331c0789acfa846681e1dd4651a766119abb176636c84f2fde659a9ee390b'
 SEP = '__'
+WHAT = 'HW-NAS-Bench table'
+# What to do about a damaged table: the packaged one comes with the package, a user table from
+# the converter.
+FIX_PACKAGED = (
+    'reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax; in a checkout, '
+    f'git checkout hwnas_jax/assets/{PACKAGED_NAME})')
+FIX_USER = (
+    'check config.hardware.table (leave it empty for the packaged CIFAR-10 table) or re-create '
+    'the file with `python tools/convert_hwnasbench.py --pickle HW-NAS-Bench-v1_0.pickle '
+    '--i-trust-this-pickle --out <file>.npz`')
 
 TableSource = Union[None, str, 'os.PathLike[str]', 'CostTable']
 
@@ -96,9 +107,9 @@ class CostTable:
         return tuple(m for m in TABLE_METRICS if m in present)
 
     def require_dataset(self, dataset: str) -> None:
-        """Raises a ValueError (listing what exists, how to get more) if ``dataset`` is absent."""
+        """Raises a UserError (listing what exists, how to get more) if ``dataset`` is absent."""
         if dataset not in self.datasets:
-            raise ValueError(
+            raise UserError(
                 f'dataset {dataset!r} is not in the HW-NAS-Bench table {self.source}; it has '
                 f'{list(self.datasets)}. {_how_to_get_more()}'
             )
@@ -107,12 +118,12 @@ class CostTable:
         """The float64 ``[15625]`` column of ``metric`` on ``dataset`` (NaN = not available).
 
         Raises:
-          ValueError: the table lacks the dataset or the metric; the message lists what exists.
+          UserError: the table lacks the dataset or the metric; the message lists what exists.
         """
         self.require_dataset(dataset)
         key = (dataset, metric)
         if key not in self.columns:
-            raise ValueError(
+            raise UserError(
                 f'metric {metric!r} is not in the HW-NAS-Bench table {self.source} for '
                 f'{dataset!r}; it has {list(self.metrics(dataset))}.'
             )
@@ -131,7 +142,7 @@ def _how_to_get_more() -> str:
 
 def packaged_path() -> str:
     """Path of the packaged CIFAR-10 table inside the installed package."""
-    return str(importlib.resources.files('hwnas_jax').joinpath('assets', PACKAGED_NAME))
+    return str(fileio.asset_path(PACKAGED_NAME))
 
 
 def column_key(dataset: str, metric: str) -> str:
@@ -185,44 +196,57 @@ def write_table(
         data_sha256=data_digest(arrays),
     )
     arrays['metadata'] = np.frombuffer(json.dumps(meta, indent=1).encode(), dtype=np.uint8)
-    _validate(arrays, meta, str(path))
+    _validate(arrays, meta, str(path), 'fix the converter input')
     path = os.fspath(path)
     tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'wb') as f:
-        np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'wb') as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return meta['data_sha256']
 
 
-def _read(path: str) -> dict[str, np.ndarray]:
-    with open(path, 'rb') as f:
-        raw = f.read()
-    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-        return {name: z[name] for name in z.files}
+def _validate(
+    arrays: Mapping[str, np.ndarray], meta: Any, where: str, fix: str = FIX_USER
+) -> None:
+    """Checks format, units, members, shapes, values, content digest and index order.
 
+    Raises:
+      UserError: naming ``where``, what is wrong and ``fix``.
+    """
 
-def _validate(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: str) -> None:
-    def bad(msg: str) -> ValueError:
-        return ValueError(f'invalid HW-NAS-Bench table {where}: {msg}')
+    def bad(msg: str) -> UserError:
+        return UserError(f'{where}: invalid {WHAT}: {msg}; {fix}')
 
+    if not isinstance(meta, dict):
+        raise bad(f'its metadata is a {type(meta).__name__}, not a JSON object')
     if meta.get('format') != FORMAT or meta.get('format_version') != FORMAT_VERSION:
         raise bad(
             f"format {meta.get('format')!r} v{meta.get('format_version')!r}, expected "
-            f"{FORMAT!r} v{FORMAT_VERSION}; re-create it with tools/convert_hwnasbench.py"
+            f"{FORMAT!r} v{FORMAT_VERSION}"
         )
     if meta.get('num_archs') != NUM_ARCHS:
         raise bad(f"num_archs {meta.get('num_archs')!r} != {NUM_ARCHS}")
-    units = meta.get('units', {})
+    units = meta.get('units')
+    units = units if isinstance(units, dict) else {}
     for m in TABLE_METRICS:
         if units.get(m) != TABLE_UNITS[m]:
             raise bad(f'unit of {m} is {units.get(m)!r}, expected {TABLE_UNITS[m]!r}')
-    datasets = meta.get('datasets', [])
-    if not datasets or any(d not in DATASETS for d in datasets):
+    datasets = meta.get('datasets')
+    if not isinstance(datasets, list) or not datasets or any(d not in DATASETS for d in datasets):
         raise bad(f'datasets {datasets!r}; allowed {list(DATASETS)}')
+    metrics_of = meta.get('metrics')
+    metrics_of = metrics_of if isinstance(metrics_of, dict) else {}
     expected = {'metadata', 'genomes'}
     for d in datasets:
-        metrics = meta.get('metrics', {}).get(d, [])
-        if not metrics or any(m not in TABLE_METRICS for m in metrics):
+        metrics = metrics_of.get(d)
+        if (not isinstance(metrics, list) or not metrics
+                or any(m not in TABLE_METRICS for m in metrics)):
             raise bad(f'metrics {metrics!r} for {d}; allowed {list(TABLE_METRICS)}')
         expected.update(column_key(d, m) for m in metrics)
     if set(arrays) != expected:
@@ -232,7 +256,7 @@ def _validate(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: 
     g = arrays['genomes']
     if g.dtype != np.int8 or g.shape != (NUM_ARCHS, NUM_EDGES) or g.min() < 0 or g.max() >= NUM_OPS:
         raise bad(f'genomes must be int8 [{NUM_ARCHS}, {NUM_EDGES}] in 0..{NUM_OPS - 1}')
-    for name in expected - {'metadata', 'genomes'}:
+    for name in sorted(expected - {'metadata', 'genomes'}):
         a = arrays[name]
         if a.dtype != np.dtype('<f8') or a.shape != (NUM_ARCHS,):
             raise bad(f'{name} is {a.dtype} {a.shape}, expected float64 ({NUM_ARCHS},)')
@@ -245,32 +269,31 @@ def _validate(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: 
             f"content sha256 {digest} does not match the recorded {meta.get('data_sha256')} "
             "(the file was modified or damaged)"
         )
-    _check_index_order(g, where)
-
-
-def _check_index_order(genomes: np.ndarray, where: str) -> None:
-    from hwnas_jax.spaces import nb201  # pylint: disable=import-outside-toplevel
-
-    ref = np.asarray(nb201.indices_to_genomes(np.arange(NUM_ARCHS)))
-    if not np.array_equal(ref, genomes):
-        first = int(np.argmax(np.any(ref != genomes, axis=-1)))
-        raise ValueError(
-            f"invalid HW-NAS-Bench table {where}: index order differs from NAS-Bench-201's "
-            f"(first at index {first}: table {genomes[first].tolist()}, "
-            f"nb201 {ref[first].tolist()})"
+    ref = np.asarray(_nb201().indices_to_genomes(np.arange(NUM_ARCHS)))
+    if not np.array_equal(ref, g):
+        first = int(np.argmax(np.any(ref != g, axis=-1)))
+        raise bad(
+            f"index order differs from NAS-Bench-201's (first at index {first}: table "
+            f"{g[first].tolist()}, nb201 {ref[first].tolist()})"
         )
 
 
-def _build(arrays: dict[str, np.ndarray], source: str, pinned: str | None) -> CostTable:
+def _nb201() -> Any:
+    from hwnas_jax.spaces import nb201  # pylint: disable=import-outside-toplevel
+
+    return nb201
+
+
+def _build(arrays: dict[str, np.ndarray], source: str, pinned: str | None, fix: str) -> CostTable:
     try:
         meta = json.loads(arrays['metadata'].tobytes().decode())
-    except (KeyError, ValueError) as e:
-        raise ValueError(f'invalid HW-NAS-Bench table {source}: unreadable metadata ({e})') from e
-    _validate(arrays, meta, source)
+    except (KeyError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors.
+        raise UserError(f'{source}: invalid {WHAT}: unreadable metadata ({e}); {fix}') from None
+    _validate(arrays, meta, source, fix)
     if pinned is not None and meta['data_sha256'] != pinned:
-        raise ValueError(
-            f"invalid HW-NAS-Bench table {source}: content sha256 {meta['data_sha256']} is not "
-            f"the pinned {pinned} of the packaged table (the file was replaced or modified)"
+        raise UserError(
+            f"{source}: the packaged {WHAT} changed: content sha256 {meta['data_sha256']} is not "
+            f"the pinned {pinned} (the file was replaced or modified); {fix}"
         )
     columns = {}
     for d in meta['datasets']:
@@ -304,28 +327,61 @@ def load_table(table: TableSource = None) -> CostTable:
       object (the cache key holds the real path, size and modification time).
 
     Raises:
-      FileNotFoundError: the file does not exist.
-      ValueError: the file fails validation (format, shapes, units, index order, sha256).
+      UserError: one message naming the file and what to do when it is missing, truncated,
+        corrupt or not an npz, lacks arrays, or fails validation (format, shapes, units, index
+        order, sha256); for the packaged table, also when its content differs from the
+        release's (the fix is to reinstall).
     """
     if isinstance(table, CostTable):
         return table
     if table == '':
         table = None  # An unset string option (config) means the packaged table too.
-    path = packaged_path() if table is None else os.path.realpath(os.fspath(table))
-    st = os.stat(path)
-    key = (table is None, path, st.st_size, st.st_mtime_ns)
+    packaged = table is None
+    path = packaged_path() if packaged else os.path.realpath(os.fspath(table))
+    fix = FIX_PACKAGED if packaged else FIX_USER
+    what = f'packaged {WHAT}' if packaged else WHAT
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UserError(f'{path}: {what} not found; {fix}') from None
+    except OSError as e:
+        raise UserError(f'{path}: cannot read the {what} ({e.strerror}); {fix}') from None
+    key = (packaged, path, st.st_size, st.st_mtime_ns)
     with _LOCK:
         hit = _CACHE.get(key)
     if hit is not None:
         return hit
-    loaded = _build(
-        _read(path),
-        '<packaged>' if table is None else path,
-        PACKAGED_DATA_SHA256 if table is None else None,
-    )
+    arrays = _load_npz(path, what, fix)
+    if packaged:
+        # Messages name the real file; the table's `source` stays '<packaged>' (logs, metadata).
+        loaded = dataclasses.replace(
+            _build(arrays, path, PACKAGED_DATA_SHA256, fix), source='<packaged>')
+    else:
+        loaded = _build(arrays, path, None, fix)
     with _LOCK:
         _CACHE[key] = loaded
     return loaded
+
+
+def _load_npz(path: str, what: str, fix: str) -> dict[str, np.ndarray]:
+    try:
+        # Our own handle: numpy leaks the one it opens when the zip directory is damaged.
+        with open(path, 'rb') as f:
+            if f.read(6) == b'\x93NUMPY':
+                raise UserError(f'{path}: {what} is a single .npy array, not an .npz table; {fix}')
+            f.seek(0)
+            return fileio.load_npz(f, what=what, fix=fix, keys=('metadata', 'genomes'))
+    except UserError:
+        raise
+    except OSError as e:  # E.g. a folder where the file should be.
+        raise UserError(f'{path}: cannot read the {what} ({e.strerror or e}); {fix}') from None
+    except Exception as e:  # noqa: BLE001
+        # Failures fileio.load_npz does not translate, all meaning a damaged file: zipfile's
+        # NotImplementedError / RuntimeError for flipped bits in a member header (compression
+        # method, "encrypted" flag, version), numpy's tokenize.TokenError / SyntaxError for a
+        # garbled .npy header, MemoryError for a garbled shape.
+        raise UserError(f'{path}: {what} is damaged or not an hwnas_jax file '
+                        f'({type(e).__name__}: {e}); {fix}') from None
 
 
 def clear_cache() -> None:

@@ -28,7 +28,7 @@ class Objective:
         primary = cons.Constraint(
             metric=hw.metric, device=hw.device if hw.metric in DEVICE_METRICS else None,
             limit=float(hw.limit))
-        self.constraints = [primary] + list(cons.parse_constraints(hw.extra or ''))
+        self.constraints = cons.config_constraints(primary, hw.extra or '')
         if space.NAME == 'ofa':
             for c in self.constraints:
                 if c.metric not in OFA_METRICS:

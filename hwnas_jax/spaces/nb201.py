@@ -51,11 +51,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-import importlib.resources
 import io
+import pathlib
 from typing import Any
 
 import numpy as np
+
+from hwnas_jax import fileio
+from hwnas_jax.errors import UserError
 
 NAME = 'nb201'
 OPS = ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3')
@@ -98,18 +101,18 @@ def _short(x: Any) -> str:
 
 
 def _as_genomes(genomes: GenomeLike) -> np.ndarray:
-    """int64 [..., 6] copy of one genome [6] or a batch [..., 6]; ValueError if malformed."""
+    """int64 [..., 6] copy of one genome [6] or a batch [..., 6]; UserError if malformed."""
     try:
         a = np.asarray(genomes)
     except (ValueError, TypeError) as e:
-        raise ValueError(f'{_GENOME_FORM}; got {_short(genomes)} ({e})') from None
+        raise UserError(f'{_GENOME_FORM}; got {_short(genomes)} ({e})') from None
     if not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f'{_GENOME_FORM}; got non-integer values (dtype {a.dtype}): '
-                         f'{_short(genomes)}')
+        raise UserError(f'{_GENOME_FORM}; got non-integer values (dtype {a.dtype}): '
+                        f'{_short(genomes)}')
     if a.ndim == 0 or a.shape[-1] != NUM_EDGES:
-        raise ValueError(f'{_GENOME_FORM}; got shape {a.shape}: {_short(genomes)}')
+        raise UserError(f'{_GENOME_FORM}; got shape {a.shape}: {_short(genomes)}')
     if a.size and (a.min() < 0 or a.max() >= NUM_OPS):
-        raise ValueError(f'{_GENOME_FORM}; got values out of range: {_short(genomes)}')
+        raise UserError(f'{_GENOME_FORM}; got values out of range: {_short(genomes)}')
     return a.astype(np.int64)
 
 
@@ -123,13 +126,13 @@ def validate(genome: GenomeLike) -> np.ndarray:
       int64 [6].
 
     Raises:
-      ValueError: wrong length or shape, non-integer values (floats, bools, strings), or values
+      UserError: wrong length or shape, non-integer values (floats, bools, strings), or values
         outside [0, 4]; the message says what a genome must be.
     """
     g = _as_genomes(genome)
     if g.shape != (NUM_EDGES,):
-        raise ValueError(f'{_GENOME_FORM}; got shape {g.shape} (one genome expected): '
-                         f'{_short(genome)}')
+        raise UserError(f'{_GENOME_FORM}; got shape {g.shape} (one genome expected): '
+                        f'{_short(genome)}')
     return g
 
 
@@ -138,7 +141,7 @@ def random_genomes(rng: np.random.Generator, n: int) -> np.ndarray:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f'rng must be a numpy.random.Generator, got {type(rng).__name__}')
     if int(n) != n or n < 0:
-        raise ValueError(f'n must be a non-negative integer, got {n!r}')
+        raise UserError(f'n must be a non-negative integer, got {n!r}')
     return rng.integers(0, NUM_OPS, size=(int(n), NUM_EDGES), dtype=np.int64)
 
 
@@ -165,13 +168,13 @@ def from_arch_str(s: str) -> tuple[int, ...]:
       The genome, 6 ints.
 
     Raises:
-      ValueError: `s` is not of the form ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` with each op
+      UserError: `s` is not of the form ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` with each op
         in :data:`OPS` (the message quotes `s` and says what is wrong).
       TypeError: `s` is not a string.
     """
-    def bad(why: str) -> ValueError:
-        return ValueError(f'malformed NAS-Bench-201 arch string {_short(s)}: {why}; expected '
-                          f'the form {_ARCH_STR_FORM!r} with each op one of {OPS}')
+    def bad(why: str) -> UserError:
+        return UserError(f'malformed NAS-Bench-201 arch string {_short(s)}: {why}; expected '
+                         f'the form {_ARCH_STR_FORM!r} with each op one of {OPS}')
 
     if not isinstance(s, str):
         raise TypeError(f'a NAS-Bench-201 arch string must be a str, got {type(s).__name__}: '
@@ -199,29 +202,58 @@ def from_arch_str(s: str) -> tuple[int, ...]:
 # -- NAS-Bench-201 index -------------------------------------------------------------------------
 
 
+_INDEX_FIX = ('reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax; in a '
+              f'checkout, git checkout hwnas_jax/assets/{_INDEX_ASSET})')
+
+
+def _index_asset_path() -> pathlib.Path:
+    return fileio.asset_path(_INDEX_ASSET)
+
+
 @functools.cache
 def _index_tables() -> tuple[np.ndarray, np.ndarray]:
-    """(code_of_index [15625], index_of_code [15625]), int64, read-only, from the asset."""
-    ref = importlib.resources.files('hwnas_jax') / 'assets' / _INDEX_ASSET
-    where = f'hwnas_jax/assets/{_INDEX_ASSET}'
+    """(code_of_index [15625], index_of_code [15625]), int64, read-only, from the asset.
+
+    Raises:
+      UserError: the packaged asset is missing, damaged or changed (naming it; reinstall).
+    """
+    path = _index_asset_path()
+    what = 'the packaged NAS-Bench-201 index'
     try:
-        data = ref.read_bytes()
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f'{path}: {what} is missing; {_INDEX_FIX}') from None
     except OSError as e:
-        raise RuntimeError(f'the NAS-Bench-201 index asset {where} is missing ({e}); rebuild it '
-                           'with tools/build_nb201_index.py') from e
-    codes = np.load(io.BytesIO(data), allow_pickle=False)
-    if codes.dtype != np.dtype('<i2') or codes.shape != (NUM_ARCHS,):
-        raise RuntimeError(f'{where}: expected int16 [{NUM_ARCHS}], got {codes.dtype} '
-                           f'{codes.shape}')
+        raise UserError(f'{path}: cannot read {what} ({e.strerror}); {_INDEX_FIX}') from None
+    try:
+        codes = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as e:  # noqa: BLE001
+        # Parsing bytes in memory: any failure means a damaged file. Besides OSError, EOFError
+        # and ValueError, numpy's header parser lets tokenize.TokenError and SyntaxError out.
+        # ValueError includes numpy's "pickled data" refusal, whose advice (load it unsafely)
+        # must not reach the user: the file is simply not the one the package ships.
+        if not isinstance(e, (OSError, EOFError, ValueError)):
+            reason = f'unreadable .npy header: {type(e).__name__}'
+        else:
+            reason = 'not a plain array' if 'pickle' in str(e) else str(e) or type(e).__name__
+        raise UserError(f'{path}: {what} is damaged ({reason}); {_INDEX_FIX}') from None
+    if not isinstance(codes, np.ndarray) or codes.dtype != np.dtype('<i2') or codes.shape != (
+            NUM_ARCHS,):
+        got = f'{codes.dtype} {codes.shape}' if isinstance(codes, np.ndarray) else 'an npz'
+        if hasattr(codes, 'close'):
+            codes.close()
+        raise UserError(f'{path}: {what} is damaged (expected int16 [{NUM_ARCHS}], got {got}); '
+                        f'{_INDEX_FIX}')
     digest = hashlib.sha256(codes.tobytes()).hexdigest()
     if digest != _INDEX_SHA256:
-        raise RuntimeError(f'{where}: content sha256 {digest} differs from the expected '
-                           f'{_INDEX_SHA256} (the file was modified or damaged)')
+        raise UserError(f'{path}: {what} changed (content sha256 {digest[:12]}..., expected '
+                        f'{_INDEX_SHA256[:12]}...: the file was modified or damaged); '
+                        f'{_INDEX_FIX}')
     codes = codes.astype(np.int64)
     index_of_code = np.full(NUM_ARCHS, -1, np.int64)
     index_of_code[codes] = np.arange(NUM_ARCHS)
     if np.any(index_of_code < 0):  # Unreachable given the hash; cheap insurance.
-        raise RuntimeError(f'{where}: not a permutation of the {NUM_ARCHS} genome codes')
+        raise RuntimeError(f'{path}: not a permutation of the {NUM_ARCHS} genome codes')
     codes.setflags(write=False)
     index_of_code.setflags(write=False)
     return codes, index_of_code
@@ -230,11 +262,11 @@ def _index_tables() -> tuple[np.ndarray, np.ndarray]:
 def _as_indices(indices: Any) -> np.ndarray:
     a = np.asarray(indices)
     if not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f'NAS-Bench-201 indices must be integers in [0, {NUM_ARCHS}), got '
-                         f'dtype {a.dtype}: {_short(indices)}')
+        raise UserError(f'NAS-Bench-201 indices must be integers in [0, {NUM_ARCHS}), got '
+                        f'dtype {a.dtype}: {_short(indices)}')
     if a.size and (a.min() < 0 or a.max() >= NUM_ARCHS):
-        raise ValueError(f'NAS-Bench-201 indices must be in [0, {NUM_ARCHS}), got '
-                         f'{_short(indices)}')
+        raise UserError(f'NAS-Bench-201 indices must be in [0, {NUM_ARCHS}), got '
+                        f'{_short(indices)}')
     return a.astype(np.int64)
 
 
@@ -259,8 +291,8 @@ def from_index(index: int) -> tuple[int, ...]:
     """Genome of one NAS-Bench-201 index (0..15624)."""
     a = _as_indices(index)
     if a.ndim:
-        raise ValueError(f'from_index takes one index, got shape {a.shape}; use '
-                         'indices_to_genomes for arrays')
+        raise UserError(f'from_index takes one index, got shape {a.shape}; use '
+                        'indices_to_genomes for arrays')
     return tuple(int(v) for v in indices_to_genomes(a))
 
 
@@ -314,10 +346,10 @@ def _check_sizes(num_classes: int, channels: int, cells_per_stage: int,
     for name, v in (('num_classes', num_classes), ('channels', channels),
                     ('cells_per_stage', cells_per_stage), ('resolution', resolution)):
         if int(v) != v or v < 1:
-            raise ValueError(f'{name} must be a positive integer, got {v!r}')
+            raise UserError(f'{name} must be a positive integer, got {v!r}')
     if resolution % 4:
-        raise ValueError(f'resolution must be a multiple of 4 (two stride-2 stages), got '
-                         f'{resolution}')
+        raise UserError(f'resolution must be a multiple of 4 (two stride-2 stages), got '
+                        f'{resolution}')
 
 
 def _op_counts(genomes: GenomeLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
