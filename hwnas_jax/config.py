@@ -20,7 +20,6 @@ STRATEGIES = ('auto', 'vmap', 'loop', 'exact')
 CONV_IMPLS = ('auto', 'xla', 'im2col')
 BN_MODES = ('eval', 'train')
 GA_INITS = ('random', 'rejection')
-OFA_WIDTHS = (1.0, 1.2)
 
 
 def get_config() -> config_dict.ConfigDict:
@@ -102,10 +101,27 @@ def get_config() -> config_dict.ConfigDict:
 
     # -- figure2 and proxy_study (NAS-Bench-201 experiments) ----------------------------------
     c.figure2 = config_dict.ConfigDict()
+    c.figure2.devices = 'edgegpu,raspi4,edgetpu,pixel3,eyeriss,fpga,flops'  # 'flops': MFLOPs.
+    c.figure2.budgets = ''  # '': derived per device; '3,5,8' (all) or 'pixel3:3,5;flops:50'.
+    c.figure2.num_budgets = 5  # Derived budgets: quantiles 0.1..0.9 of the device's costs.
+    c.figure2.seeds = 10  # GA seeds per (device, budget): seed, seed + 1, ...
     c.figure2.shard = '0/1'  # 'i/n': this process runs searches i, i+n, i+2n, ... of the grid.
+    c.figure2.merge_only = False  # Run no search: only merge the finished ones.
+    c.figure2.root = ''  # Folder of the grid's searches and merged outputs; '': the workdir.
+    c.figure2.store = ''  # Score store: '' <root>/scores.sqlite (or proxy.store), 'none', path.
 
     c.study = config_dict.ConfigDict()
     c.study.num_archs = 100  # Architectures scored (uniform over canonical classes).
+    c.study.connected_only = True  # Leave out cells with no input-output path (all 10 %).
+    c.study.rmi = True  # Train with the RMI proxy; False: only FLOPs, params, NASWOT, synflow.
+    c.study.steps_k = '0,10,25,50'  # phi and loss after k of proxy.steps steps (same run).
+    c.study.heldout_size = 32  # Test-split images for phi off the training batch; 0: off.
+    c.study.bn_pass = True  # Train again against the reference in the other bn_mode.
+    c.study.zero_cost = True  # Training-free baselines NASWOT and synflow.
+    c.study.naswot_batch = 128  # Images in NASWOT's batch (128 in Mellor et al.).
+    c.study.noise_archs = 10  # The first rows scored again with proxy seed + 1 (noise).
+    c.study.top_k = 10  # Top-k hit rate: share of the k most accurate in the k best ranked.
+    c.study.bootstrap = 1000  # Bootstrap resamples of the architectures for 95 % intervals.
     # -- end of figure2 and proxy_study ---------------------------------------------------------
     return c
 
@@ -114,7 +130,8 @@ def _fail(field: str, value: Any, want: str) -> None:
     raise UserError(f'config.{field}={value!r} is invalid: {want} (set --config.{field}=...)')
 
 
-def _choice(c, field: str, choices) -> None:
+def check_choice(c, field: str, choices) -> None:
+    """UserError naming `field` unless its value is one of `choices`."""
     value = _get(c, field)
     if value not in choices:
         _fail(field, value, f'must be one of {", ".join(map(repr, choices))}')
@@ -126,8 +143,9 @@ def _get(c, field: str) -> Any:
     return c
 
 
-def _number(c, field: str, lo: float | None = None, hi: float | None = None, *,
-            integer: bool = False, lo_open: bool = False, hi_open: bool = False) -> None:
+def check_number(c, field: str, lo: float | None = None, hi: float | None = None, *,
+                 integer: bool = False, lo_open: bool = False, hi_open: bool = False) -> None:
+    """UserError naming `field` unless it is a finite number (integer) in the range."""
     value = _get(c, field)
     kind = 'an integer' if integer else 'a finite number'
     bad_type = isinstance(value, bool) or not isinstance(value, (int, float)) or (
@@ -169,37 +187,33 @@ def validate(config) -> None:
       UserError: naming the field, its value and the allowed values or range.
     """
     from hwnas_jax.hardware import constraints as cons
-    from hwnas_jax.hardware import costs
 
     c = config
-    _choice(c, 'job', JOBS)
-    _number(c, 'seed', 0, 2**32 - 1, integer=True)
-    _choice(c, 'space.name', ('nb201', 'ofa'))
-    if c.space.name == 'nb201':
-        _number(c, 'space.channels', 1, 1024, integer=True)
-        _number(c, 'space.cells_per_stage', 1, 64, integer=True)
-    else:
-        _choice(c, 'space.width_mult', OFA_WIDTHS)
-        _number(c, 'space.resolution', 32, 512, integer=True)
-        feature_stages(c)
-    _choice(c, 'data.source', DATA_SOURCES)
+    check_choice(c, 'job', JOBS)
+    check_number(c, 'seed', 0, 2**32 - 1, integer=True)
+    from hwnas_jax import spaces
+
+    check_choice(c, 'space.name', spaces.NAMES)
+    space = spaces.space_class(c.space.name)
+    space.validate_config(c)
+    check_choice(c, 'data.source', DATA_SOURCES)
     if c.data.source == 'folder' and not c.data.root:
         _fail('data.root', c.data.root, "data.source='folder' needs the folder holding "
               'train/<label>/<image> (and test/...)')
-    _number(c, 'data.num_classes', 2, 100_000, integer=True)
-    _number(c, 'data.image_size', 8, 1024, integer=True)
-    _choice(c, 'reference.bn_mode', BN_MODES)
+    check_number(c, 'data.num_classes', 2, 100_000, integer=True)
+    check_number(c, 'data.image_size', 8, 1024, integer=True)
+    check_choice(c, 'reference.bn_mode', BN_MODES)
     if c.job in ('search', 'figure5', 'figure2', 'proxy_study'):
-        _validate_search(c, cons, costs)
+        _validate_search(c, space, cons)
     if c.job in ('train_reference', 'train_arch'):
-        _number(c, 'train.epochs', 1, None, integer=True)
-        _number(c, 'train.batch_size', 1, 1 << 16, integer=True)
-        _number(c, 'train.learning_rate', 0, 10, lo_open=True)
-        _number(c, 'train.momentum', 0, 1, hi_open=True)
-        _number(c, 'train.weight_decay', 0, 1, hi_open=True)
-        _number(c, 'train.max_steps', 0, None, integer=True)
-        _number(c, 'train.eval_every', 1, None, integer=True)
-        _number(c, 'train.checkpoint_every', 1, None, integer=True)
+        check_number(c, 'train.epochs', 1, None, integer=True)
+        check_number(c, 'train.batch_size', 1, 1 << 16, integer=True)
+        check_number(c, 'train.learning_rate', 0, 10, lo_open=True)
+        check_number(c, 'train.momentum', 0, 1, hi_open=True)
+        check_number(c, 'train.weight_decay', 0, 1, hi_open=True)
+        check_number(c, 'train.max_steps', 0, None, integer=True)
+        check_number(c, 'train.eval_every', 1, None, integer=True)
+        check_number(c, 'train.checkpoint_every', 1, None, integer=True)
     if c.job == 'train_reference' and c.reference.arch in ('', 'resnet20'):
         if (int(c.reference.depth) - 2) % 6 or c.reference.depth < 8:
             _fail('reference.depth', c.reference.depth, 'a ResNet depth 6n + 2 >= 8 (20, 32, 56)')
@@ -207,56 +221,102 @@ def validate(config) -> None:
         _fail('space.genome', c.space.genome, "train_arch needs the architecture: a search's "
               "best.json, an NB201 arch string or genome ('3,3,4,1,3,1'), or an OFA config")
     if c.job == 'figure5':
-        _number(c, 'figure5.population', 1, 100_000, integer=True)
-        _number(c, 'figure5.seeds', 1, 10_000, integer=True)
+        check_number(c, 'figure5.population', 1, 100_000, integer=True)
+        check_number(c, 'figure5.seeds', 1, 10_000, integer=True)
     if c.job in ('figure2', 'proxy_study'):
         _validate_experiments(c)
 
 
 def _validate_experiments(c) -> None:
-    """The figure2 and proxy_study fields (their owner keeps this function)."""
+    """The figure2 and proxy_study fields (their owner keeps this function).
+
+    Each search of a Figure 2 grid, and the proxy settings of a study, are checked as the
+    search config they make (job 'search'), so the proxy and GA fields get the search's checks.
+    """
+    import copy
+
+    if c.job == 'figure2':
+        from hwnas_jax.search import figure2
+
+        check_number(c, 'figure2.num_budgets', 1, 1000, integer=True)
+        check_number(c, 'figure2.seeds', 1, 100_000, integer=True)
+        if c.seed + c.figure2.seeds - 1 > 2**32 - 1:
+            _fail('figure2.seeds', c.figure2.seeds, 'seed + seeds - 1 must be < 2**32')
+        searches = figure2.grid(c)  # UserErrors name the field (devices, budgets, shard).
+        seen = set()
+        for s in searches:
+            if s.device in seen:
+                continue
+            seen.add(s.device)
+            validate(figure2.search_config(c, s, None))
+            if s.device != 'flops' and c.hardware.missing == 'error':
+                from hwnas_jax.hardware import costs
+
+                known, total = costs.coverage('latency', device=s.device,
+                                              dataset=c.hardware.dataset, table=c.hardware.table)
+                if known < total:
+                    _fail('hardware.missing', 'error', f'HW-NAS-Bench has {s.device} latency '
+                          f'for {known} of {total} cells: use infeasible or predict')
+        return
+    check_number(c, 'study.num_archs', 1, 15_625, integer=True)
+    check_number(c, 'study.heldout_size', 0, 1 << 16, integer=True)
+    if 0 < c.study.heldout_size < 2:
+        _fail('study.heldout_size', c.study.heldout_size, 'CKA needs 2 images or more; 0: off')
+    check_number(c, 'study.naswot_batch', 2, 1 << 16, integer=True)
+    check_number(c, 'study.noise_archs', 0, 15_625, integer=True)
+    check_number(c, 'study.top_k', 1, 15_625, integer=True)
+    check_number(c, 'study.bootstrap', 0, 1_000_000, integer=True)
+    if c.space.name != 'nb201':
+        _fail('space.name', c.space.name, "the proxy study needs NAS-Bench-201's accuracies: "
+              "'nb201'")
+    if not (c.study.rmi or c.study.zero_cost):
+        _fail('study.rmi', c.study.rmi, 'the study needs study.rmi or study.zero_cost')
+    search = copy.deepcopy(c)
+    search.job = 'search'
+    validate(search)
+    from hwnas_jax import study
+
+    study.steps_k(c)
 
 
-def _validate_search(c, cons, costs) -> None:
+def _validate_search(c, space, cons) -> None:
     p = c.proxy
     if c.job == 'search':
         if c.proxy.seed is not None:
-            _number(c, 'proxy.seed', 0, 2**32 - 1, integer=True)
-        _number(c, 'proxy.steps', 0, 100_000, integer=True)
-        _number(c, 'proxy.beta', 0, 1)
-        _number(c, 'proxy.learning_rate', 0, 10, lo_open=True)
-        _number(c, 'proxy.momentum', 0, 1, hi_open=True)
-        _number(c, 'proxy.weight_decay', 0, 1, hi_open=True)
-        _number(c, 'proxy.batch_size', 2, 1 << 16, integer=True)
-        _number(c, 'proxy.pool_size', 2, 1 << 20, integer=True)
+            check_number(c, 'proxy.seed', 0, 2**32 - 1, integer=True)
+        check_number(c, 'proxy.steps', 0, 100_000, integer=True)
+        check_number(c, 'proxy.beta', 0, 1)
+        check_number(c, 'proxy.learning_rate', 0, 10, lo_open=True)
+        check_number(c, 'proxy.momentum', 0, 1, hi_open=True)
+        check_number(c, 'proxy.weight_decay', 0, 1, hi_open=True)
+        check_number(c, 'proxy.batch_size', 2, 1 << 16, integer=True)
+        check_number(c, 'proxy.pool_size', 2, 1 << 20, integer=True)
         if p.batch_size > p.pool_size:
             _fail('proxy.batch_size', p.batch_size, f'must be <= proxy.pool_size ({p.pool_size}):'
                   ' the batch is the lowest-loss part of the pool')
-        _choice(c, 'proxy.strategy', STRATEGIES)
-        _choice(c, 'proxy.conv_impl', CONV_IMPLS)
-        _number(c, 'proxy.chunk_size', 0, 1 << 16, integer=True)
+        check_choice(c, 'proxy.strategy', STRATEGIES)
+        check_choice(c, 'proxy.conv_impl', CONV_IMPLS)
+        check_number(c, 'proxy.chunk_size', 0, 1 << 16, integer=True)
         g = c.ga
-        _number(c, 'ga.population', 2, 100_000, integer=True)
-        _number(c, 'ga.generations', 1, 1_000_000, integer=True)
-        _number(c, 'ga.tournament', 1, g.population, integer=True)
-        _number(c, 'ga.elites', 0, g.population - 1, integer=True)
-        _number(c, 'ga.crossover', 0, 1)
-        _number(c, 'ga.mutation', 0, 1)
-        _choice(c, 'ga.init', GA_INITS)
-        _number(c, 'ga.max_draws', 1, None, integer=True)
+        check_number(c, 'ga.population', 2, 100_000, integer=True)
+        check_number(c, 'ga.generations', 1, 1_000_000, integer=True)
+        check_number(c, 'ga.tournament', 1, g.population, integer=True)
+        check_number(c, 'ga.elites', 0, g.population - 1, integer=True)
+        check_number(c, 'ga.crossover', 0, 1)
+        check_number(c, 'ga.mutation', 0, 1)
+        check_choice(c, 'ga.init', GA_INITS)
+        check_number(c, 'ga.max_draws', 1, None, integer=True)
     hw = c.hardware
-    if c.space.name == 'nb201':
-        _choice(c, 'hardware.dataset', costs.DATASETS)
-        _choice(c, 'hardware.missing', costs.MISSING_POLICIES)
     if c.job == 'figure5':
         return
-    metrics = costs.METRICS if c.space.name == 'nb201' else ('flops', 'macs', 'params')
-    _choice(c, 'hardware.metric', metrics)
-    if c.space.name == 'nb201' and hw.metric in costs.DEVICE_METRICS:
+    check_choice(c, 'hardware.metric', space.metrics)
+    if hw.metric in space.device_metrics:
+        from hwnas_jax.hardware import costs
+
         has = [d for d in costs.DEVICES if hw.metric in costs.DEVICE_HAS[d]]
-        _choice(c, 'hardware.device', has)
-    _number(c, 'hardware.limit', 0, None, lo_open=True)
-    primary = f'{hw.metric}@{hw.device}' if hw.metric in costs.DEVICE_METRICS else hw.metric
+        check_choice(c, 'hardware.device', has)
+    check_number(c, 'hardware.limit', 0, None, lo_open=True)
+    primary = f'{hw.metric}@{hw.device}' if hw.metric in space.device_metrics else hw.metric
     try:
         extra = cons.parse_constraints(hw.extra or '')
     except ValueError as e:

@@ -9,9 +9,11 @@ Two architectures (``config.reference.arch``; empty: the search space's own):
 
 Two sources (``config.reference.checkpoint``):
   unset: the packaged CIFAR-10 ResNet-20 of akamaster/pytorch_resnet_cifar10 (BSD-2-Clause,
-    converted by ``tools/convert_reference.py``; 91.78 % on CIFAR-10, 81.0 % on the JPEG copy).
+    converted by ``tools/convert_reference.py``; 91.78 % on CIFAR-10, 81.0 % on the JPEG copy),
+    checked against its sha256 on every load.
     No OFA weights ship: an 'ofa_max' reference must be trained (``configs/train_reference_ofa``);
-  a path: a checkpoint written by ``train`` (``job='train_reference'``), or its workdir.
+  a path: a checkpoint written by ``train`` (``job='train_reference'``), or its workdir; its
+    recorded sha256 is checked on load (``hwnas_jax.checkpoint``).
 
 ``train`` trains the configured reference from scratch with ``training.fit`` (SGD with momentum,
 cosine decay, L2 weight decay, crop + flip; resumable from its workdir).
@@ -20,24 +22,22 @@ cosine decay, L2 weight decay, crop + flip; resumable from its workdir).
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib.resources
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from hwnas_jax import training
+from hwnas_jax import fileio, training
+from hwnas_jax.errors import UserError
 from hwnas_jax.models.resnet import ResNet
 
 PRETRAINED_ASSET = "resnet20_cifar10.npz"
-# content_digest of the packaged weights (see tools/convert_reference.py and its NOTICE).
-PRETRAINED_DIGEST = "5c7e7a127d055d0699e96e4b4cf989b6a000bea1f316190fc84e32a9b1398cbc"
+# File sha256 of the packaged weights (tools/convert_reference.py; NOTICE-resnet20.txt).
+PRETRAINED_SHA256 = "d9f6844725a6339ff082b813adb75e8f9a255269d79d205e6f9af0493e951404"
 CHECKPOINT_NAME = training.CHECKPOINT_NAME
 METRICS_NAME = training.METRICS_NAME
 BN_MODES = {"eval": False, "train": True}  # bn_mode -> `train` flag of the module.
@@ -52,16 +52,6 @@ evaluate = training.evaluate
 _eval_split = training.eval_split
 
 
-def content_digest(flat: Mapping[str, np.ndarray]) -> str:
-    """sha256 over the sorted names, dtypes, shapes and bytes of flat arrays."""
-    h = hashlib.sha256()
-    for key in sorted(flat):
-        value = np.ascontiguousarray(flat[key])
-        h.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
-        h.update(value.tobytes())
-    return h.hexdigest()
-
-
 def _to_variables(module: nn.Module, flat: Mapping[str, Any], what: str) -> Variables:
     """Checks flat arrays against the module's variables and nests them."""
     size = getattr(module, "resolution", 32)  # ResNets take any size; OFA nets their own.
@@ -72,11 +62,11 @@ def arch(config: Any) -> str:
     """The reference architecture of ``config``: ``reference.arch``, else the space's default.
 
     Raises:
-      ValueError: an unknown architecture or space.
+      UserError: an unknown architecture or space.
     """
     name = config.reference.get("arch", "") or SPACE_ARCHS.get(config.space.name)
     if name not in ARCHS:
-        raise ValueError(
+        raise UserError(
             f"unknown reference.arch {name!r} (space {config.space.name!r}); choose one of "
             f"{ARCHS}"
         )
@@ -84,9 +74,9 @@ def arch(config: Any) -> str:
 
 
 def _ofa_network(model: Mapping[str, Any]) -> nn.Module:
-    from hwnas_jax.spaces import ofa  # Only OFA references pay for importing the space.
+    from hwnas_jax.spaces import ofa_net  # Only OFA references pay for importing the space.
 
-    return ofa.Network(
+    return ofa_net.Network(
         genome=OFA_MAX_GENOME, num_classes=int(model["num_classes"]),
         width_mult=float(model["width_mult"]), resolution=int(model["resolution"]),
     )  # fmt: skip
@@ -99,21 +89,21 @@ def _module(model: Mapping[str, Any]) -> nn.Module:
         return ResNet(depth=int(model["depth"]), num_classes=int(model["num_classes"]))
     if kind == "ofa_max":
         return _ofa_network(model)
-    raise ValueError(f"unknown reference architecture {kind!r} in a checkpoint")
+    raise UserError(f"unknown reference architecture {kind!r} in a checkpoint")
 
 
 def build(config: Any) -> tuple[nn.Module, dict[str, Any]]:
     """The untrained reference of ``config`` and its description (saved in checkpoints).
 
     Raises:
-      ValueError: unknown architecture, or an OFA resolution other than the data's image size.
+      UserError: unknown architecture, or an OFA resolution other than the data's image size.
     """
     classes = int(config.data.num_classes)
     if arch(config) == "resnet20":
         model = {"depth": int(config.reference.get("depth", 20)), "num_classes": classes}
         return _module(model), model
     if config.space.resolution != config.data.image_size:
-        raise ValueError(
+        raise UserError(
             f"the OFA reference takes {config.space.resolution}px images (space.resolution) "
             f"but data.image_size is {config.data.image_size}: set both to the same value "
             "(and --config.data.resize=True to resize the stored images)"
@@ -134,25 +124,17 @@ def load_pretrained(num_classes: int = 10) -> tuple[ResNet, Variables]:
       ``(ResNet(depth=20, num_classes=10), {'params': ..., 'batch_stats': ...})``.
 
     Raises:
-      ValueError: another number of classes, or a missing or corrupt asset.
+      UserError: another number of classes, or a missing or altered asset (reinstall).
     """
     if num_classes != 10:
-        raise ValueError(
+        raise UserError(
             f"the packaged reference is a CIFAR-10 model (10 classes), not {num_classes}: train "
             "one with job='train_reference' and set --config.reference.checkpoint=<workdir>"
         )
     module = ResNet(depth=20, num_classes=10)
-    asset = importlib.resources.files("hwnas_jax") / "assets" / PRETRAINED_ASSET
-    try:
-        with asset.open("rb") as f, np.load(f, allow_pickle=False) as npz:
-            flat = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"packaged {PRETRAINED_ASSET} is missing or unreadable ({e})") from None
-    if content_digest(flat) != PRETRAINED_DIGEST:
-        raise ValueError(
-            f"packaged {PRETRAINED_ASSET} is corrupt (digest mismatch); reinstall hwnas_jax or "
-            "rebuild it with tools/convert_reference.py"
-        )
+    path = fileio.checked_asset(PRETRAINED_ASSET, PRETRAINED_SHA256)
+    flat = fileio.load_npz(path, what="the packaged ResNet-20 weights",
+                           fix="reinstall hwnas_jax")  # fmt: skip
     return module, _to_variables(module, flat, PRETRAINED_ASSET)
 
 
@@ -164,16 +146,16 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, Variables]:
 
     Returns:
       ``(module, {'params': ..., 'batch_stats': ...})``: ``ResNet(depth, num_classes)``, or the
-      OFA max subnet ``spaces.ofa.Network`` (features of stages 1, 3, 5; ``load`` sets the
+      OFA max subnet ``spaces.ofa_net.Network`` (features of stages 1, 3, 5; ``load`` sets the
       configured stages).
 
     Raises:
-      ValueError: missing, corrupt or mismatched checkpoint.
+      UserError: missing, damaged (digest mismatch), corrupt or mismatched checkpoint.
     """
     state = training.read_checkpoint(path)
     model = state["model"]
     if not isinstance(model, Mapping) or "space" in model:
-        raise ValueError(f"{path} holds an architecture trained by train_arch, not a reference")
+        raise UserError(f"{path} holds an architecture trained by train_arch, not a reference")
     module = _module(model)
     flat = traverse_util.flatten_dict(
         {"params": state["params"], "batch_stats": state["batch_stats"]}, sep="/"
@@ -195,7 +177,7 @@ def load(config: Any) -> tuple[nn.Module, Variables]:
     """The reference ``config.reference`` names: a trained checkpoint, or the packaged model.
 
     Raises:
-      ValueError: an OFA reference without a checkpoint (the message says how to train one);
+      UserError: an OFA reference without a checkpoint (the message says how to train one);
         a checkpoint of another architecture, classes or resolution than the config's.
     """
     kind = arch(config)
@@ -203,7 +185,7 @@ def load(config: Any) -> tuple[nn.Module, Variables]:
     if not path:
         if kind == "resnet20":
             return load_pretrained(config.data.num_classes)
-        raise ValueError(
+        raise UserError(
             "no pretrained OFA reference ships with hwnas_jax: train the largest OFA subnet "
             f"with `{_train_command(config)}` (--config.data.* for your training data; the "
             "same space.width_mult and space.resolution as this run), then pass "
@@ -212,18 +194,18 @@ def load(config: Any) -> tuple[nn.Module, Variables]:
     module, variables = load_checkpoint(path)
     found = "ofa_max" if hasattr(module, "genome") else "resnet20"
     if found != kind:
-        raise ValueError(
+        raise UserError(
             f"reference {path} is a {found} model but reference.arch is {kind!r} (space "
             f"{config.space.name!r}): set --config.reference.arch={found} to use it"
         )
     if module.num_classes != config.data.num_classes:
-        raise ValueError(
+        raise UserError(
             f"reference {path} has {module.num_classes} classes, "
             f"data.num_classes is {config.data.num_classes}"
         )
     if kind == "ofa_max":
         if module.resolution != config.space.resolution:
-            raise ValueError(
+            raise UserError(
                 f"reference {path} was trained at {module.resolution}px, the search runs at "
                 f"space.resolution={config.space.resolution}: train one at that resolution"
             )
@@ -252,10 +234,10 @@ def make_feature_fn(
       stages the module was built with (``config.space.feature_stages`` through ``load``).
 
     Raises:
-      ValueError: unknown ``bn_mode``.
+      UserError: unknown ``bn_mode`` (``config.reference.bn_mode``).
     """
     if bn_mode not in BN_MODES:
-        raise ValueError(f"unknown bn_mode {bn_mode!r}; choose one of {sorted(BN_MODES)}")
+        raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {sorted(BN_MODES)}")
     # Variables are an argument, not closed-over constants baked into the compiled program.
     return functools.partial(_features, module, BN_MODES[bn_mode], variables)
 
@@ -279,11 +261,11 @@ def train(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
 
     Returns:
       The last record: step, epoch, learning_rate, train_loss, train_accuracy, test_loss,
-      test_accuracy (accuracies in percent; "test" is the train split for the embedded sample).
+      test_accuracy (accuracies in percent, on the test split of ``config.data``).
 
     Raises:
-      DataError: missing data. ValueError: a workdir from a different run, fewer training
-        images than one batch, or an OFA resolution other than the data's image size.
+      UserError (DataError included): missing data, a workdir from a different run, fewer
+        training images than one batch, or an OFA resolution other than the data's image size.
     """
     module, model = build(config)
     if isinstance(module, ResNet):

@@ -12,7 +12,7 @@ from flax import traverse_util
 
 from hwnas_jax import spaces
 from hwnas_jax.errors import UserError
-from hwnas_jax.spaces import nb201
+from hwnas_jax.spaces import nb201, nb201_net
 
 EXAMPLE = ('|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|'
            'skip_connect~2|')
@@ -128,10 +128,14 @@ def test_describe_is_json():
 
 
 def test_space_registry():
-    assert spaces.get('nb201') is nb201
+    from hwnas_jax import config as config_lib
+    from hwnas_jax.spaces import base
+
+    space = spaces.make(config_lib.get_config())
+    assert isinstance(space, base.Space) and space.name == 'nb201'
     assert spaces.NAMES == ('nb201', 'ofa')
-    with pytest.raises(ValueError, match='nb201, ofa'):
-        spaces.get('darts')
+    with pytest.raises(UserError, match='nb201, ofa'):
+        spaces.space_class('darts')
 
 
 # -- analytic costs ------------------------------------------------------------------------------
@@ -192,7 +196,7 @@ def _count_jaxpr(jaxpr, counts):
 @pytest.mark.parametrize('genome', GENOMES[:4] + [ALL_CONV3, (4, 2, 1, 4, 2, 2)])
 def test_costs_match_the_flax_network(genome):
     """num_params, flops and activation_elements against the exact network itself."""
-    net = nb201.Network(genome, **TINY)
+    net = nb201_net.Network(genome, **TINY)
     x = jnp.zeros((1, 8, 8, 3))
     variables = jax.eval_shape(functools.partial(net.init, train=False), jax.random.key(0), x)
     n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(variables['params']))
@@ -248,7 +252,7 @@ def _compile(fn, *args):
 
 
 def _population_apply(train, conv_impl='xla', dispatch='select'):
-    model = nb201.PopulationNetwork(**TINY, conv_impl=conv_impl, dispatch=dispatch)
+    model = nb201_net.PopulationNetwork(**TINY, conv_impl=conv_impl, dispatch=dispatch)
     return functools.partial(model.apply, train=train,
                              mutable=['batch_stats'] if train else False)
 
@@ -264,7 +268,7 @@ def _population_fn(train, conv_impl='xla', dispatch='select'):
 @functools.cache
 def _inputs():
     x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
-    pop = nb201.PopulationNetwork(**TINY)
+    pop = nb201_net.PopulationNetwork(**TINY)
     return x, _random_variables(pop, x, jnp.zeros(6, jnp.int32))
 
 
@@ -279,7 +283,7 @@ def _max_diff(a, b):
 def test_exact_equals_population():
     x, v = _inputs()
     for genome in (GENOMES[0], GENOMES[1], GENOMES[3], GENOMES[5]):
-        exact = nb201.Network(genome, **TINY)
+        exact = nb201_net.Network(genome, **TINY)
 
         def both(ev, exact=exact):
             return (exact.apply(ev, x, train=True, mutable=['batch_stats']),
@@ -287,14 +291,14 @@ def test_exact_equals_population():
 
         # Compiled (not eager), as the population form is: in a degenerate cell (no path from
         # the input) train-mode BN of near-constant maps amplifies eager-vs-XLA rounding.
-        ev = nb201.exact_variables(v, genome)
+        ev = nb201_net.exact_variables(v, genome)
         (out_train, stats), out_eval = _compile(both, ev)(ev)
         g = jnp.asarray(genome, jnp.int32)
         pop_train, pop_stats = _population_fn(True)(v, x, g)
         assert _max_diff(out_train, pop_train) < 1e-5, genome
         assert _max_diff(out_eval, _population_fn(False)(v, x, g)) < 1e-5, genome
         # The chosen ops' running statistics move alike.
-        assert _max_diff(stats, nb201.exact_variables(pop_stats, genome)) < 1e-5, genome
+        assert _max_diff(stats, nb201_net.exact_variables(pop_stats, genome)) < 1e-5, genome
 
 
 def test_conv_impls_agree():
@@ -303,8 +307,8 @@ def test_conv_impls_agree():
         g = jnp.asarray(genome, jnp.int32)
         assert _max_diff(_population_fn(True)(v, x, g),
                          _population_fn(True, 'im2col')(v, x, g)) < 1e-5
-    exact = nb201.Network(EXAMPLE_GENOME, **TINY, conv_impl='im2col')
-    ev = nb201.exact_variables(v, EXAMPLE_GENOME)
+    exact = nb201_net.Network(EXAMPLE_GENOME, **TINY, conv_impl='im2col')
+    ev = nb201_net.exact_variables(v, EXAMPLE_GENOME)
     out = _compile(functools.partial(exact.apply, train=False), ev, x)(ev, x)
     assert _max_diff(out, _population_fn(False)(v, x, jnp.asarray(EXAMPLE_GENOME))) < 1e-5
 
@@ -316,8 +320,8 @@ def test_switch_dispatch_agrees_with_select():
         (out_s, stats_s) = _population_fn(True, dispatch='switch')(v, x, g)
         (out, stats) = _population_fn(True)(v, x, g)
         assert _max_diff(out_s, out) < 1e-6
-        assert _max_diff(nb201.exact_variables(stats_s, genome),
-                         nb201.exact_variables(stats, genome)) < 1e-6
+        assert _max_diff(nb201_net.exact_variables(stats_s, genome),
+                         nb201_net.exact_variables(stats, genome)) < 1e-6
 
 
 @pytest.mark.slow  # 5-10 s: XLA:CPU compiles the backward pass slowly.
@@ -326,7 +330,7 @@ def test_gradients_reach_only_the_chosen_ops():
     # make the population's gradients those of the exact network.
     x, v = _inputs()
     genome = GENOMES[1]
-    pop = nb201.PopulationNetwork(**TINY)
+    pop = nb201_net.PopulationNetwork(**TINY)
 
     def loss(params, genome):
         (logits, feats), _ = pop.apply({'params': params, 'batch_stats': v['batch_stats']}, x,
@@ -335,7 +339,7 @@ def test_gradients_reach_only_the_chosen_ops():
 
     args = (v['params'], jnp.asarray(genome, jnp.int32))
     grads = _compile(jax.grad(loss), *args)(*args)
-    chosen = traverse_util.flatten_dict(nb201.exact_variables({'params': grads}, genome))
+    chosen = traverse_util.flatten_dict(nb201_net.exact_variables({'params': grads}, genome))
     assert chosen and all(np.all(np.isfinite(g)) for g in chosen.values())
     assert any(np.any(g) for g in chosen.values())
     for path, g in traverse_util.flatten_dict({'params': grads}).items():
@@ -360,7 +364,7 @@ def test_canonical_genome_computes_the_same_function(genome):
     # BN shifts and running means zero: the documented condition (a conv op on an all-zero
     # node outputs its BN shift). Kernels, scales and running variances are random.
     x, _ = _inputs()
-    v = _random_variables(nb201.PopulationNetwork(**TINY), x, jnp.zeros(6, jnp.int32),
+    v = _random_variables(nb201_net.PopulationNetwork(**TINY), x, jnp.zeros(6, jnp.int32),
                           zero_shift=True, seed=1)
     canon = jnp.asarray(nb201.canonical(genome), jnp.int32)
     assert tuple(canon.tolist()) != genome
@@ -375,19 +379,19 @@ def test_canonical_genome_computes_the_same_function(genome):
 def test_shapes_and_params_of_the_full_size_network():
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
     key = jax.random.key(0)
-    exact = nb201.Network(ALL_CONV3)
+    exact = nb201_net.Network(ALL_CONV3)
     (logits, feats), ev = jax.eval_shape(
         functools.partial(exact.init_with_output, train=True), key, x)
     assert logits.shape == (2, 10)
     assert [f.shape for f in feats] == [(2, 32, 32, 16), (2, 16, 16, 32), (2, 8, 8, 64)]
     assert sum(int(np.prod(a.shape)) for a in jax.tree.leaves(ev['params'])) == 1531546
-    pop = nb201.PopulationNetwork()
+    pop = nb201_net.PopulationNetwork()
     (_, feats_p), pv = jax.eval_shape(
         functools.partial(pop.init_with_output, train=True), key, x, jnp.zeros(6, jnp.int32))
     assert [f.shape for f in feats_p] == [f.shape for f in feats]
     for genome in (ALL_CONV3, GENOMES[1]):
-        ev = jax.eval_shape(functools.partial(nb201.Network(genome).init, train=False), key, x)
-        assert jax.tree.map(lambda a: a.shape, nb201.exact_variables(pv, genome)) == \
+        ev = jax.eval_shape(functools.partial(nb201_net.Network(genome).init, train=False), key, x)
+        assert jax.tree.map(lambda a: a.shape, nb201_net.exact_variables(pv, genome)) == \
             jax.tree.map(lambda a: a.shape, ev)
     assert sorted(k for k in ev['params'] if k.startswith('cell')) == sorted(
         f'cell{k}' for k in range(17))
@@ -396,6 +400,6 @@ def test_shapes_and_params_of_the_full_size_network():
 def test_population_network_rejects_bad_genome_shape():
     x, v = _inputs()
     with pytest.raises(ValueError, match='genome must be an integer array'):
-        nb201.PopulationNetwork(**TINY).apply(v, x, jnp.zeros(5, jnp.int32), train=False)
+        nb201_net.PopulationNetwork(**TINY).apply(v, x, jnp.zeros(5, jnp.int32), train=False)
     with pytest.raises(ValueError, match='genome is 6 integers'):
-        nb201.Network((0, 1, 2), **TINY).apply(v, x, train=False)
+        nb201_net.Network((0, 1, 2), **TINY).apply(v, x, train=False)

@@ -231,14 +231,14 @@ def _count(tree) -> int:
 def test_num_params_counts_flax_params_and_trees_match(mult):
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
     key = jax.random.key(0)
-    pop = ofa.PopulationNetwork(num_classes=10, width_mult=mult, resolution=32)
+    pop = ofa_net.PopulationNetwork(num_classes=10, width_mult=mult, resolution=32)
     pop_shapes = jax.eval_shape(
         lambda k, x: pop.init(k, x, jnp.zeros(45, jnp.int32), train=False), key, x)
     for g in (LARGEST, SMALLEST, MIXED):
-        net = ofa.Network(g, num_classes=10, width_mult=mult, resolution=32)
+        net = ofa_net.Network(g, num_classes=10, width_mult=mult, resolution=32)
         shapes = jax.eval_shape(lambda k, x, net=net: net.init(k, x, train=False), key, x)
         assert _count(shapes['params']) == round(ofa.num_params(g, 10, mult) * 1e6)
-        sliced = jax.eval_shape(lambda v, g=g: ofa.exact_variables(v, g), pop_shapes)
+        sliced = jax.eval_shape(lambda v, g=g: ofa_net.exact_variables(v, g), pop_shapes)
         assert jax.tree.structure(sliced) == jax.tree.structure(shapes)
         for a, b in zip(jax.tree.leaves(sliced), jax.tree.leaves(shapes)):
             assert a.shape == b.shape
@@ -248,14 +248,14 @@ def test_num_params_counts_flax_params_and_trees_match(mult):
 def test_output_shapes_and_feature_stages():
     g = MIXED
     x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
-    net = ofa.Network(g, num_classes=7, width_mult=1.0, feature_stages=(1, 2, 3, 4, 5))
+    net = ofa_net.Network(g, num_classes=7, width_mult=1.0, feature_stages=(1, 2, 3, 4, 5))
     (logits, feats), _ = jax.eval_shape(
         lambda k, x: net.init_with_output(k, x, train=False), jax.random.key(0), x)
     assert logits.shape == (2, 7)
     assert [f.shape for f in feats] == [(2, 56, 56, 24), (2, 28, 28, 40), (2, 14, 14, 80),
                                         (2, 14, 14, 112), (2, 7, 7, 160)]
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-    pop = ofa.PopulationNetwork(num_classes=7, resolution=32)  # width 1.2, CIFAR stem
+    pop = ofa_net.PopulationNetwork(num_classes=7, resolution=32)  # width 1.2, CIFAR stem
     (logits, feats), _ = jax.eval_shape(
         lambda k, x: pop.init_with_output(k, x, jnp.asarray(g), train=False), jax.random.key(0),
         x)
@@ -266,16 +266,16 @@ def test_output_shapes_and_feature_stages():
 def test_network_argument_errors():
     x = jnp.zeros((2, 32, 32, 3))
     with pytest.raises(ValueError, match='resolution 224'):
-        ofa.PopulationNetwork().init(jax.random.key(0), x, jnp.zeros(45, jnp.int32),
+        ofa_net.PopulationNetwork().init(jax.random.key(0), x, jnp.zeros(45, jnp.int32),
                                      train=False)
     with pytest.raises(ValueError, match='feature_stages'):
-        ofa.Network(MIXED, resolution=32, feature_stages=(0, 3)).init(
+        ofa_net.Network(MIXED, resolution=32, feature_stages=(0, 3)).init(
             jax.random.key(0), x, train=False)
     with pytest.raises(ValueError, match='45 genes'):
-        ofa.PopulationNetwork(resolution=32).init(jax.random.key(0), x, jnp.zeros(44, jnp.int32),
+        ofa_net.PopulationNetwork(resolution=32).init(jax.random.key(0), x, jnp.zeros(44, jnp.int32),
                                                   train=False)
     with pytest.raises(ValueError, match='out of range'):
-        ofa.Network((3,) * 45, resolution=32).init(jax.random.key(0), x, train=False)
+        ofa_net.Network((3,) * 45, resolution=32).init(jax.random.key(0), x, train=False)
 
 
 # -- exact network == population network --------------------------------------------------------
@@ -382,7 +382,7 @@ MOMENTUM = 0.9  # flax BatchNorm momentum of both networks
 def population():
     """Three vmapped members of a w1.0 CIFAR population: train-mode outputs and new statistics,
     and eval-mode outputs with running statistics set to the batch statistics."""
-    pop = ofa.PopulationNetwork(num_classes=10, width_mult=1.0, resolution=32)
+    pop = ofa_net.PopulationNetwork(num_classes=10, width_mult=1.0, resolution=32)
     x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
     genomes = jnp.asarray(POP_GENOMES, jnp.int32)
     shapes = jax.eval_shape(lambda x: pop.init(jax.random.key(1), x, genomes[0], train=False), x)
@@ -410,14 +410,14 @@ def population():
 def test_population_equals_exact_network(population, m):
     assert population['traces'] == 1
     g = POP_GENOMES[m]
-    net = ofa.Network(g, num_classes=10, width_mult=1.0, resolution=32)
-    v = ofa.exact_variables(_member(population['v'], m), g)
+    net = ofa_net.Network(g, num_classes=10, width_mult=1.0, resolution=32)
+    v = ofa_net.exact_variables(_member(population['v'], m), g)
     out, new = jax.jit(lambda v: net.apply(v, population['x'], train=True,
                                            mutable=['batch_stats']))(v)
     _assert_close(_member(population['train_out'], m), out)
     pop_new = {'params': _member(population['v'], m)['params'],
                'batch_stats': _member(population['new_stats'], m)}
-    _assert_close(ofa.exact_variables(pop_new, g)['batch_stats'], new['batch_stats'])
+    _assert_close(ofa_net.exact_variables(pop_new, g)['batch_stats'], new['batch_stats'])
     # Skipped blocks keep their running statistics.
     depths = [ofa_net.DEPTH_CHOICES[d] for d in g[40:]]
     for i in range(20):
@@ -426,7 +426,7 @@ def test_population_equals_exact_network(population, m):
             _assert_close(_member(population['new_stats'], m)[name],
                           _member(population['v'], m)['batch_stats'][name], 0.0)
     eval_out = jax.jit(lambda v: net.apply(v, population['x'], train=False))(
-        ofa.exact_variables(_member(population['eval_v'], m), g))
+        ofa_net.exact_variables(_member(population['eval_v'], m), g))
     _assert_close(_member(population['eval_out'], m), eval_out)
     # With batch statistics as running statistics, eval mode reproduces train mode.
     _assert_close(eval_out, out, 1e-3)

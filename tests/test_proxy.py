@@ -10,19 +10,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hwnas_jax import proxy, rmi
-from hwnas_jax.spaces import nb201
+from hwnas_jax import config as config_lib
+from hwnas_jax import proxy, rmi, spaces
+from hwnas_jax.search import batch as batch_lib
+from hwnas_jax.spaces import nb201_net
 
 KW = dict(channels=4, cells_per_stage=1, num_classes=10)
 SETTINGS = proxy.Settings(steps=3)
-# XLA:CPU's cheapest compile settings: these tests' time is mostly compilation.
-FAST = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 GENOMES = np.array([[3, 3, 3, 3, 3, 3], [0, 0, 0, 2, 1, 4], [1, 2, 4, 0, 3, 1],
                     [2, 0, 0, 0, 0, 3], [4, 4, 4, 4, 4, 4]])
 
 
-def engine(batch, settings=SETTINGS, **kwargs):
-    return proxy.Engine(nb201, KW, batch, settings, compiler_options=FAST, **kwargs)
+def tiny_space():
+    c = config_lib.get_config()
+    c.space.channels, c.space.cells_per_stage = KW['channels'], KW['cells_per_stage']
+    return spaces.make(c)
+
+
+def engine(batch, settings=SETTINGS, *, strategy='loop', population=4, **kwargs):
+    """A scorer of tiny NB201 networks, `population` members per compiled call."""
+    return proxy.make_scorer(tiny_space(), batch, settings, strategy=strategy,
+                             chunk_size=population, **kwargs)
 
 
 def tiny_batch(n=8, seed=0):
@@ -77,7 +85,7 @@ def test_score_matches_direct_computation(batch):
     eng = engine(batch, proxy.Settings(steps=0), strategy='loop', population=2)
     g = GENOMES[2]
     seed = proxy.member_seeds(g[None])[0]
-    model = nb201.PopulationNetwork(**KW)
+    model = nb201_net.PopulationNetwork(**KW, conv_impl='im2col')
     key = jax.random.fold_in(jax.random.key(0), seed)
     v = model.init(key, batch['images'][:2], jnp.asarray(g), train=False)
     (_, feats), _ = model.apply(v, batch['images'], jnp.asarray(g), train=True,
@@ -92,12 +100,12 @@ def test_bad_inputs(batch, loop_engine):
     with pytest.raises(ValueError, match='genomes of shape'):
         loop_engine.score(np.zeros((6,), int))
     with pytest.raises(ValueError, match='pool_size'):
-        proxy.select_batch(np.zeros((4, 2)), np.zeros(4), np.zeros(4), 8)
+        batch_lib.select_batch(np.zeros((4, 2)), np.zeros(4), np.zeros(4), 8)
 
 
 def test_select_batch_takes_lowest_cross_entropy():
     ce = np.array([3.0, 0.1, 2.0, 0.5, 0.2])
-    assert proxy.select_batch(np.zeros((5, 1)), np.zeros(5), ce, 3).tolist() == [1, 4, 3]
+    assert batch_lib.select_batch(np.zeros((5, 1)), np.zeros(5), ce, 3).tolist() == [1, 4, 3]
 
 
 SHARDED = r'''
@@ -107,7 +115,6 @@ import jax
 sys.path.insert(0, sys.argv[1])
 from tests.test_proxy import engine, tiny_batch, GENOMES
 from hwnas_jax import proxy
-from hwnas_jax.spaces import nb201
 assert jax.device_count() == 4, jax.devices()
 out = {}
 for strategy in ('loop', 'vmap'):

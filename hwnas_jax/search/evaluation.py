@@ -95,7 +95,7 @@ def _cost_key(objective) -> tuple:
             table = (os.path.realpath(table), st.st_size, st.st_mtime_ns)
         except OSError:
             pass  # The cost module reports it.
-    return (objective.space.NAME, tuple((c.metric, c.device) for c in objective.constraints),
+    return (objective.space.name, tuple((c.metric, c.device) for c in objective.constraints),
             hw.dataset, hw.missing, table)
 
 

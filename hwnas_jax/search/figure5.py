@@ -89,8 +89,9 @@ def parse_limits(text: str) -> list[float]:
 
 def _population_costs(space: Any, costs: CostFn, seed: int) -> np.ndarray:
     """Costs of every architecture of a small space, else of ``FRACTION_SAMPLES`` random ones."""
-    if hasattr(space, "NUM_ARCHS"):  # Uniform genomes are uniform over a listed space.
-        return costs(space.indices_to_genomes(np.arange(space.NUM_ARCHS)))
+    every = space.all_genomes()
+    if every is not None:  # Uniform genomes are uniform over a listed space.
+        return costs(every)
     rng = np.random.default_rng([seed, 5])
     return np.concatenate([costs(space.random_genomes(rng, 1 << 16))
                            for _ in range(FRACTION_SAMPLES >> 16)])
@@ -181,7 +182,7 @@ def run(config: Any, workdir: str) -> list[dict[str, Any]]:
     Raises:
       ValueError: unparsable ``figure5.limits``, or an unknown space or metric.
     """
-    space = spaces.get(config.space.name)
+    space = spaces.make(config)
     f5, metric = config.figure5, config.hardware.metric
     costs = cost_fn(config, space)
     if config.hardware.extra:
@@ -191,7 +192,7 @@ def run(config: Any, workdir: str) -> list[dict[str, Any]]:
     if str(f5.limits).strip():
         limits = parse_limits(f5.limits)
     else:  # The smallest choices are OFA's cheapest; NB201 lists every architecture.
-        smallest = costs(np.zeros((1, len(space.CARDINALITIES)), np.int64))
+        smallest = costs(np.zeros((1, len(space.cardinalities)), np.int64))
         limits = default_limits(every, np.min(np.concatenate([every, smallest])))
     rows = sweep(space, costs, limits, population=int(f5.population), seeds=int(f5.seeds),
                  max_draws=int(config.ga.max_draws), seed=config.seed, metric=metric)
@@ -201,9 +202,9 @@ def run(config: Any, workdir: str) -> list[dict[str, Any]]:
         row["expected_rejection_draws"] = row["population"] / p if p > 0 else math.inf
     os.makedirs(workdir, exist_ok=True)
     _write_csv(os.path.join(workdir, "figure5.csv"), rows)
-    unit = "M MACs" if space.NAME == "ofa" and metric in ("flops", "macs") else metric
+    unit = space.unit(metric) or metric
     drew = plot(os.path.join(workdir, "figure5.png"), rows, unit)
-    logging.info("Figure 5 on %s (%s), population %d, %d seeds, max_draws %d:\n%s", space.NAME,
+    logging.info("Figure 5 on %s (%s), population %d, %d seeds, max_draws %d:\n%s", space.name,
                  unit, f5.population, f5.seeds, config.ga.max_draws, format_table(rows))
     logging.info("Wrote %s%s.", os.path.join(workdir, "figure5.csv"),
                  " and figure5.png" if drew else " (no figure5.png: matplotlib is not installed)")

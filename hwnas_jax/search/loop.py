@@ -51,19 +51,19 @@ def _initial_population(config, space, objective, ga_cfg, rng) -> np.ndarray:
         logging.info('Rejection sampling: %d draws for %d feasible members', draws,
                      ga_cfg.population)
         return population
-    return ga.random_population(rng, np.asarray(space.CARDINALITIES), ga_cfg.population)
+    return ga.random_population(rng, np.asarray(space.cardinalities), ga_cfg.population)
 
 
-def store_fingerprint(config, engine, batch: dict, seed: int) -> str:
+def store_fingerprint(config, scorer, batch: dict, seed: int) -> str:
     """What a proxy score depends on: settings, networks, reference, batch and proxy seed."""
     from hwnas_jax.search import store
 
     p = config.proxy
     return store.fingerprint({
-        'space': config.space.name, 'networks': engine.describe_networks(),
+        'space': config.space.name, 'networks': scorer.describe_networks(),
         'settings': [p.steps, p.beta, p.learning_rate, p.momentum, p.weight_decay],
         'reference': config.reference.to_dict(), 'batch': batch['digest'], 'seed': seed,
-        'strategy': engine.strategy, 'backend': engine.devices[0].platform})
+        'strategy': scorer.strategy, 'backend': scorer.devices[0].platform})
 
 
 def _from_store(score_store, fp: str, journal: st.Journal, new: list, progress) -> list:
@@ -76,7 +76,7 @@ def _from_store(score_store, fp: str, journal: st.Journal, new: list, progress) 
     return [k for k in new if k not in found]
 
 
-def _score_new(engine, journal: st.Journal, new: list, progress: Progress,
+def _score_new(scorer, journal: st.Journal, new: list, progress: Progress,
                score_store=None, fp: str = '') -> None:
     """Trains the architectures `new` (canonical genomes), saving each as soon as it is scored."""
     new = _from_store(score_store, fp, journal, new, progress)
@@ -85,8 +85,8 @@ def _score_new(engine, journal: st.Journal, new: list, progress: Progress,
         return
     genomes = np.asarray(new, np.int64)
     t0 = time.perf_counter()
-    compile0 = engine.compile_seconds
-    for rows, result in engine.score_chunks(genomes):
+    compile0 = scorer.compile_seconds
+    for rows, result in scorer.score_chunks(genomes):
         scored = {}
         for j, i in enumerate(range(rows.start, rows.stop)):
             scored[new[i]] = {k: result[k][j] for k in ('score', 'loss', 'ckas')}
@@ -96,16 +96,18 @@ def _score_new(engine, journal: st.Journal, new: list, progress: Progress,
         if score_store is not None:
             score_store.put_many(fp, scored)
         now = time.perf_counter()
-        compiled = engine.compile_seconds - compile0
+        compiled = scorer.compile_seconds - compile0
         progress.member_done(now - t0 - compiled, rows.stop - rows.start)
-        t0, compile0 = now, engine.compile_seconds
+        t0, compile0 = now, scorer.compile_seconds
 
 
 def run(config, workdir: str) -> dict:
     """Runs (or resumes) the search of `config` in `workdir`; returns the content of best.json."""
-    from hwnas_jax import proxy  # JAX is imported only when a search actually runs.
+    # JAX is imported only when a search actually runs.
+    from hwnas_jax import proxy
+    from hwnas_jax.search import batch as batch_lib
 
-    space = spaces.get(config.space.name)
+    space = spaces.make(config)
     ga_cfg = ga.GAConfig.from_config(config.ga)
     objective = Objective(config, space)
     for msg in objective.budget_warnings():
@@ -115,22 +117,22 @@ def run(config, workdir: str) -> dict:
 
     state = st.load(workdir, config)
     seed = proxy_seed(config)
-    batch = proxy.load_or_make_batch(config, os.path.join(workdir, 'batch.npz'), seed)
+    batch = batch_lib.load_or_make_batch(config, os.path.join(workdir, 'batch.npz'), seed)
     if state is not None and state.batch_digest != batch['digest']:
         raise UserError(f'{os.path.join(workdir, "batch.npz")} differs from the batch this '
                         'search trained on (the file was replaced); restore it or use a new '
                         '--workdir')
-    engine = proxy.make_engine(config, space, batch, seed)
+    scorer = proxy.from_config(config, space, batch, seed)
     journal = st.Journal(os.path.join(workdir, 'scores.jsonl'))
     score_store, fp = None, ''
     if config.proxy.store:
         from hwnas_jax.search import store
 
         score_store = store.ScoreStore(config.proxy.store)
-        fp = store_fingerprint(config, engine, batch, seed)
+        fp = store_fingerprint(config, scorer, batch, seed)
         logging.info('Score store %s: %d scores with these settings', config.proxy.store,
                      score_store.count(fp))
-    cards = np.asarray(space.CARDINALITIES)
+    cards = np.asarray(space.cardinalities)
 
     if state is None:
         rng = np.random.default_rng(config.seed)
@@ -150,15 +152,15 @@ def run(config, workdir: str) -> dict:
 
     progress = Progress(ga_cfg.generations, ga_cfg.population,
                         history_seconds=[r['seconds'] for r in state.history])
-    engine.heartbeat = progress.heartbeat
+    scorer.heartbeat = progress.heartbeat
     while state.generation < ga_cfg.generations:
         g = state.generation
         progress.generation = g
         t0 = time.perf_counter()
-        compile0 = engine.compile_seconds
+        compile0 = scorer.compile_seconds
         population = state.population
         keys = [tuple(int(v) for v in space.canonical(x)) for x in population]
-        _score_new(engine, journal, [k for k in dict.fromkeys(keys) if k not in journal],
+        _score_new(scorer, journal, [k for k in dict.fromkeys(keys) if k not in journal],
                    progress, score_store, fp)
         # New to the search in this generation (the same counts after a resume).
         new = [k for k in dict.fromkeys(keys) if journal[k]['generation'] == g]
@@ -172,7 +174,7 @@ def run(config, workdir: str) -> dict:
             if bf is None or scores[i] > bf['score']:
                 state.best_feasible = {'genome': population[i].tolist(),
                                        'score': float(scores[i]), 'generation': g}
-        compile_s = engine.compile_seconds - compile0
+        compile_s = scorer.compile_seconds - compile0
         finite = np.isfinite(scores)
         rec = {'generation': g, 'best_fitness': float(fitness[b]), 'best_score': float(scores[b]),
                'best_cost': float(costs[0, b]), 'best_genome': population[b].tolist(),

@@ -10,30 +10,12 @@ from absl import logging
 
 from hwnas_jax.search import state as st
 
-OFA_UNITS = {'macs': 'M MACs', 'flops': 'M MACs', 'params': 'M parameters'}
-
-
-def _units(config) -> dict:
-    if config.space.name != 'nb201':
-        return OFA_UNITS
-    from hwnas_jax.hardware import costs
-    return costs.UNITS
-
-
-def _describe_kwargs(config) -> dict:
-    kw = {'num_classes': config.data.num_classes}
-    if config.space.name == 'ofa':
-        kw.update(resolution=config.space.resolution, width_mult=config.space.width_mult)
-    return kw
-
-
 def describe(config, space, objective, genome, score: float, fitness: float) -> dict:
     """JSON-able record of one architecture: encodings, score, fitness, every cost with units."""
-    rec = space.describe(genome, **_describe_kwargs(config))
+    rec = space.describe(genome)
     costs = objective.report(genome)
-    units = _units(config)
     rec.update(score=score, fitness=fitness, costs=costs,
-               cost_units={k: units.get(k.split('@')[0], '') for k in costs},
+               cost_units={k: space.unit(k) for k in costs},
                constraints=objective.describe_constraints())
     missing = {k: (f'HW-NAS-Bench has no {k.split("@")[0]} on {k.split("@")[1]} for this '
                    'architecture (not measured, or the measurement failed)')
@@ -44,19 +26,8 @@ def describe(config, space, objective, genome, score: float, fitness: float) -> 
 
 
 def ground_truth(objective, genome) -> dict:
-    """NAS-Bench-201's accuracy of `genome`, its rank, the best feasible one and the regret.
-
-    Evaluation only (the search never reads it); a record saying why where it does not apply
-    (another space, the user's own data) or cannot be read.
-    """
-    from hwnas_jax.errors import UserError
-    from hwnas_jax.search import evaluation
-
-    try:
-        return evaluation.report(genome, objective)
-    except UserError as e:
-        return {'evaluation_only': True, 'note': evaluation.NOTE, 'applicable': False,
-                'reason': str(e)}
+    """The space's benchmark accuracy of `genome` (evaluation only: the search never reads it)."""
+    return objective.space.ground_truth(genome, objective)
 
 
 def generation_evaluation(objective, genome) -> dict | None:
@@ -138,7 +109,7 @@ def plot(workdir: str, config, objective, state: st.SearchState, journal: st.Jou
         c0 = objective.constraints[0]
         ax2.scatter(costs, scores, s=10, alpha=0.7)
         ax2.axvline(c0.limit, color='r', ls='--', label=f'budget {c0.name} <= {c0.limit:g}')
-        ax2.set_xlabel(f'{c0.name} ({_units(config).get(c0.metric, "")})')
+        ax2.set_xlabel(f'{c0.name} ({objective.space.unit(c0.metric)})')
         ax2.set_ylabel('RMI score phi')
         ax2.set_title(f'{len(genomes)} architectures trained')
         ax2.legend()

@@ -1,31 +1,37 @@
-"""Search spaces: one module per space (genome codec, Flax networks, analytic costs).
+"""Search spaces: each a :class:`~hwnas_jax.spaces.base.Space` in its own files.
 
-Use :func:`get` to resolve a configured space name; the space modules are imported lazily, so
-asking for one space never imports the others.
+:func:`make` builds the configured space; the space modules are imported lazily, so asking for
+one space never imports the others. To add a space: write ``spaces/<name>_space.py`` with a
+``Space`` subclass (see :mod:`hwnas_jax.spaces.base`) and add one line to :data:`REGISTRY`.
 """
 
 from __future__ import annotations
 
 import importlib
-import types
 
 from hwnas_jax.errors import UserError
 
-NAMES = ('nb201', 'ofa')
+# space name -> 'module:class' of its Space.
+REGISTRY = {
+    'nb201': 'hwnas_jax.spaces.nb201_space:NB201',
+    'ofa': 'hwnas_jax.spaces.ofa_space:OFA',
+}
+NAMES = tuple(REGISTRY)
 
 
-def get(name: str) -> types.ModuleType:
-    """The module of the search space `name`.
-
-    Args:
-      name: one of :data:`NAMES` ('nb201': NAS-Bench-201; 'ofa': OFA MobileNetV3).
-
-    Returns:
-      The space module, e.g. ``hwnas_jax.spaces.nb201``.
-
-    Raises:
-      ValueError: `name` is not a known search space.
-    """
-    if name not in NAMES:
+def space_class(name: str) -> type:
+    """The Space class of the search space `name`; UserError listing the spaces otherwise."""
+    if name not in REGISTRY:
         raise UserError(f'unknown search space {name!r}; known spaces: {", ".join(NAMES)}')
+    module, cls = REGISTRY[name].split(':')
+    return getattr(importlib.import_module(module), cls)
+
+
+def make(config):
+    """The search space `config.space.name`, bound to `config`."""
+    return space_class(config.space.name)(config)
+
+
+def get(name: str):  # TEMPORARY shim while train_arch moves to the Space interface.
+    space_class(name)
     return importlib.import_module(f'{__name__}.{name}')

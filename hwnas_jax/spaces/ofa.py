@@ -6,7 +6,7 @@ five elastic stages of up to four MBConv blocks, each block with kernel size in 
 expand ratio in {3, 4, 6}, each stage with depth in {2, 3, 4}.
 
 A genome is an integer array of 45 choice indices: 20 kernel genes, 20 expand genes and 5 depth
-genes (see ``ofa_net`` for the layout); the genes of skipped blocks are ignored, and
+genes (see ``ofa_layout`` for the layout); the genes of skipped blocks are ignored, and
 ``canonical`` zeroes them so that functionally identical genomes compare equal. ``to_config``
 and ``from_config`` convert to and from OFA's own subnet config ``{"ks": [20], "e": [20],
 "d": [5]}``.
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from hwnas_jax.spaces import ofa_net
-from hwnas_jax.spaces.ofa_net import (
+from hwnas_jax.spaces import ofa_layout
+from hwnas_jax.spaces.ofa_layout import (
     DEPTH_CHOICES,
     EXPAND_CHOICES,
     KERNEL_CHOICES,
@@ -37,10 +37,7 @@ from hwnas_jax.spaces.ofa_net import (
     NUM_GENES,
     NUM_STAGES,
     Layout,
-    Network,
-    PopulationNetwork,
     decode,
-    exact_variables,
     layout,
     make_divisible,
     mid_channels,
@@ -55,11 +52,8 @@ __all__ = [
     'KERNEL_CHOICES',
     'NAME',
     'NUM_GENES',
-    'Network',
-    'PopulationNetwork',
     'canonical',
     'describe',
-    'exact_variables',
     'from_config',
     'layout',
     'macs',
@@ -256,9 +250,9 @@ def cost_tables(metric: str, *, resolution: int = 224, num_classes: int = 1000,
       ``(base, table [20, 3, 3])``: the cost of the stem, first block and head, and of each
       block for each kernel and expand choice index.
     """
-    lay = layout(width_mult, ofa_net.use_cifar_stem(resolution, cifar_stem))
-    table = np.zeros((ofa_net.NUM_BLOCKS, len(ofa_net.KERNEL_CHOICES),
-                      len(ofa_net.EXPAND_CHOICES)))
+    lay = layout(width_mult, ofa_layout.use_cifar_stem(resolution, cifar_stem))
+    table = np.zeros((ofa_layout.NUM_BLOCKS, len(ofa_layout.KERNEL_CHOICES),
+                      len(ofa_layout.EXPAND_CHOICES)))
     size = (resolution - 1) // lay.stem_stride + 1
     c0, c1 = lay.stem_ch, lay.first_ch
     if metric in ("macs", "flops"):
@@ -268,18 +262,18 @@ def cost_tables(metric: str, *, resolution: int = 224, num_classes: int = 1000,
     else:
         raise ValueError(f"no OFA cost table for {metric!r}; choose 'flops', 'macs' or 'params'")
     for s, st in enumerate(lay.stages):
-        for b in range(ofa_net.MAX_DEPTH):
+        for b in range(ofa_layout.MAX_DEPTH):
             in_ch, stride = (st.in_ch, st.stride) if b == 0 else (st.out_ch, 1)
-            for ki, k in enumerate(ofa_net.KERNEL_CHOICES):
-                for ei, e in enumerate(ofa_net.EXPAND_CHOICES):
-                    mid = ofa_net.mid_channels(in_ch, e)
-                    red = ofa_net.se_channels(mid) if st.se else 0
+            for ki, k in enumerate(ofa_layout.KERNEL_CHOICES):
+                for ei, e in enumerate(ofa_layout.EXPAND_CHOICES):
+                    mid = ofa_layout.mid_channels(in_ch, e)
+                    red = ofa_layout.se_channels(mid) if st.se else 0
                     if metric == "params":
                         cost = (in_ch * mid + 2 * mid + k * k * mid + 2 * mid + mid * st.out_ch
                                 + 2 * st.out_ch + (2 * mid * red + red + mid if red else 0))
                     else:
                         cost = mbconv_macs(in_ch, mid, st.out_ch, k, stride, size, red)[0]
-                    table[ofa_net.MAX_DEPTH * s + b, ki, ei] = cost
+                    table[ofa_layout.MAX_DEPTH * s + b, ki, ei] = cost
             size = (size - 1) // stride + 1
     last = lay.stages[-1].out_ch
     if metric == "params":
@@ -296,8 +290,15 @@ def cost_tables(metric: str, *, resolution: int = 224, num_classes: int = 1000,
 def batch_costs(genomes: np.ndarray, base: float, table: np.ndarray) -> np.ndarray:
     """[n] costs of OFA genomes [n, 45] from ``cost_tables`` (genes not checked)."""
     g = np.asarray(genomes)
-    nb, depth = ofa_net.NUM_BLOCKS, ofa_net.MAX_DEPTH
+    nb, depth = ofa_layout.NUM_BLOCKS, ofa_layout.MAX_DEPTH
     per_block = table[np.arange(nb), g[:, :nb], g[:, nb:2 * nb]]
-    depths = np.asarray(ofa_net.DEPTH_CHOICES)[g[:, 2 * nb:]]
-    active = np.tile(np.arange(depth), ofa_net.NUM_STAGES) < np.repeat(depths, depth, axis=1)
+    depths = np.asarray(ofa_layout.DEPTH_CHOICES)[g[:, 2 * nb:]]
+    active = np.tile(np.arange(depth), ofa_layout.NUM_STAGES) < np.repeat(depths, depth, axis=1)
     return base + np.sum(per_block * active, axis=1)
+
+
+def __getattr__(name):  # TEMPORARY shim while train_arch moves to the Space interface.
+    if name in ('Network', 'PopulationNetwork', 'exact_variables'):
+        from hwnas_jax.spaces import ofa_net
+        return getattr(ofa_net, name)
+    raise AttributeError(name)

@@ -1,0 +1,39 @@
+"""The RMI proxy: single-batch training of fresh candidate networks, scored by linear CKA.
+
+:mod:`~hwnas_jax.proxy.program` holds the device side (pure functions of arrays: the member's
+training, initial weights, the compiled population program); :mod:`~hwnas_jax.proxy.scorers`
+the strategies that run it ('vmap', 'loop', 'exact'), one class each with a common `score`.
+"""
+
+from hwnas_jax.proxy.program import (
+    PROGRAMS,
+    TRACES,
+    Settings,
+    init_members,
+    make_member_fn,
+    member_seeds,
+    optimizer,
+    population_program,
+)
+from hwnas_jax.proxy.scorers import (
+    STRATEGIES,
+    ExactScorer,
+    LoopScorer,
+    PopulationScorer,
+    Scorer,
+    VmapScorer,
+    from_config,
+    make_scorer,
+)
+
+__all__ = [
+    'PROGRAMS', 'STRATEGIES', 'TRACES', 'ExactScorer', 'LoopScorer', 'PopulationScorer', 'Scorer',
+    'Settings', 'VmapScorer', 'from_config', 'init_members', 'make_member_fn', 'make_scorer',
+    'member_seeds', 'optimizer', 'population_program',
+]
+
+
+def model_kwargs(config, space) -> dict:  # TEMPORARY shim while train_arch moves to Space.
+    from hwnas_jax import spaces as _spaces
+
+    return _spaces.make(config).network_kwargs()

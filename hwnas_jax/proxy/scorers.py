@@ -1,0 +1,258 @@
+"""Scorers: train and score populations of genomes on the one batch, one class per strategy.
+
+  vmap   the population network (same parameter shapes for every genome; the genome is an
+         array input) vmapped over the members of a call: best where batched convolutions are
+         fast (GPU/TPU). One compiled program per search.
+  loop   the same population network, members one after another inside one compiled `lax.map`,
+         each running only its chosen ops: best on CPUs, still one compilation per search.
+  exact  one exact network per architecture, compiled per architecture: the baseline (and the
+         PyTorch way); each new architecture pays its own compilation.
+  auto   what the space prefers on the backend (:meth:`Space.auto_strategy`): 'vmap' on
+         GPU/TPU; on CPU 'loop' for NAS-Bench-201 and 'exact' for OFA.
+
+All share :meth:`Scorer.score` and :meth:`Scorer.score_chunks`. Members are padded to a fixed
+call size (`proxy.chunk_size`; by default one member per device on CPU, where batching members
+gains nothing and a short call keeps progress lines and Ctrl-C prompt, and the population size
+elsewhere) so that no generation recompiles; the member axis is sharded over all local devices
+(`shard_map` over a 1-D mesh). Compiles and compiled calls run through
+:mod:`hwnas_jax.background`: a heartbeat every 30 s, and Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from hwnas_jax import background, compile_log
+from hwnas_jax.errors import UserError
+from hwnas_jax.proxy import program
+
+STRATEGIES = ('auto', 'vmap', 'loop', 'exact')
+OUTPUTS = ('score', 'loss', 'ckas')
+
+
+class Scorer:
+    """Scores genomes [n, G] of one space on one batch (use canonical genomes)."""
+
+    strategy: str
+
+    def __init__(self, space, batch: dict, settings: program.Settings, *, seed: int = 0,
+                 devices=None):
+        self.space = space
+        self.settings = settings
+        self.seed = int(seed)
+        self.devices = list(devices or jax.local_devices())
+        self.backend = self.devices[0].platform
+        self.compile_seconds = 0.0
+        # Progress: called with ('compiling' | 'training', seconds elapsed) every 30 s.
+        self.heartbeat: Callable[[str, float], None] | None = None
+        self._images = jnp.asarray(batch['images'], jnp.float32)
+        self._labels = jnp.asarray(batch['labels'], jnp.int32)
+        self._ref = [jnp.asarray(f, jnp.float32) for f in batch['ref_features']]
+        # The population network also gives every strategy its initial weights.
+        self._pop_model = space.population_network(strategy=self.strategy, backend=self.backend)
+
+    def _run(self, doing: str, fn):
+        beat = None if self.heartbeat is None else functools.partial(self.heartbeat, doing)
+        return background.call(fn, heartbeat=beat)
+
+    def _compile(self, what: str, key: str, fn, args):
+        """Lowers and compiles `fn` for `args` off the main thread, with a notice first."""
+        logging.info('Compiling %s: %s', what, compile_log.expectation(key))
+        t0 = time.perf_counter()
+        compiled = self._run('compiling', lambda: fn.lower(*args).compile())
+        seconds = time.perf_counter() - t0
+        self.compile_seconds += seconds
+        compile_log.record(key, seconds)
+        logging.info('Compiled in %.1f s', seconds)
+        return compiled
+
+    def describe_networks(self) -> str:
+        """The population network's constructor arguments, as text (for score fingerprints)."""
+        return repr(self._pop_model)
+
+    def score(self, genomes) -> dict:
+        """Trains and scores `genomes` [n, G]; returns numpy arrays.
+
+        Returns:
+          dict with 'score' [n] (RMI score, sum of CKA), 'loss' [n] (final mixed loss) and
+          'ckas' [n, L]; non-finite values are kept (the search maps them to -inf fitness).
+        """
+        outs = [out for _, out in self.score_chunks(genomes)]
+        return {k: np.concatenate([o[k] for o in outs]) for k in OUTPUTS}
+
+    def score_chunks(self, genomes) -> Iterator[tuple[slice, dict]]:
+        """Scores `genomes` [n, G] call by call, yielding `(rows, result)` after each call.
+
+        `result` holds 'score', 'loss' and 'ckas' of `genomes[rows]`, as in :meth:`score`; a
+        caller saves each result as it comes, so an interrupted search loses at most one call.
+        """
+        genomes = np.asarray(genomes, np.int64)
+        if genomes.ndim != 2 or len(genomes) == 0:
+            raise UserError(f'score needs genomes of shape [n, genes], got {genomes.shape}')
+        for rows in self._calls(len(genomes)):
+            yield rows, dict(zip(OUTPUTS, self._score_call(genomes[rows])))
+
+    def _calls(self, n: int) -> list[slice]:
+        raise NotImplementedError
+
+    def _score_call(self, genomes: np.ndarray) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+
+class PopulationScorer(Scorer):
+    """One compiled program for every genome of the space ('vmap' and 'loop')."""
+
+    def __init__(self, space, batch, settings, *, seed=0, devices=None, call_size: int = 1):
+        super().__init__(space, batch, settings, seed=seed, devices=devices)
+        n_dev = len(self.devices)
+        if call_size <= 0:
+            raise UserError(f'proxy.chunk_size must be >= 0, got {call_size}')
+        self.call_size = -(-int(call_size) // n_dev) * n_dev
+        self.mesh = Mesh(np.asarray(self.devices), ('pop',))
+        self._compiled = None
+        self._key = None
+        logging.info('Proxy: strategy %s, %d member(s) per call on %d %s device(s)',
+                     self.strategy, self.call_size, n_dev, self.backend)
+
+    def _program_key(self, args) -> tuple:
+        shapes = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args))
+        return (self.space.name, repr(self._pop_model), self.settings, self.strategy,
+                tuple(d.id for d in self.devices), shapes)
+
+    def _calls(self, n: int) -> list[slice]:
+        return [slice(i, min(i + self.call_size, n)) for i in range(0, n, self.call_size)]
+
+    def _score_call(self, genomes: np.ndarray) -> tuple[np.ndarray, ...]:
+        n = len(genomes)
+        pad = self.call_size - n
+        padded = np.concatenate([genomes, np.repeat(genomes[:1], pad, axis=0)])
+        valid = np.arange(self.call_size) < n
+        args = (jnp.asarray(self.seed, jnp.uint32), jnp.asarray(program.member_seeds(padded)),
+                jnp.asarray(padded, jnp.int32), jnp.asarray(valid), self._images, self._labels,
+                self._ref)
+        if self._compiled is None:
+            # Compiled programs are shared by scorers with the same model, settings, strategy,
+            # devices and shapes: a second search in one process does not compile again.
+            key = self._program_key(args)
+            if key not in program.PROGRAMS:
+                fn = program.population_program(self._pop_model, self.settings, self.strategy,
+                                                self.mesh)
+                what = (f'the {self.strategy} proxy program ({self.call_size} member(s) per '
+                        f'call, {self.settings.steps} steps)')
+                program.PROGRAMS[key] = self._compile(what, repr(key), fn, args)
+                program.TRACES[key] += 1
+            self._compiled, self._key = program.PROGRAMS[key], key
+        return self._run('training', lambda: tuple(np.asarray(o)[:n]
+                                                   for o in self._compiled(*args)))
+
+    @property
+    def trace_count(self) -> int:
+        """How often this scorer's program was traced and compiled (1 after the first call)."""
+        return program.TRACES[self._key] if self._key is not None else 0
+
+
+class VmapScorer(PopulationScorer):
+    """Members of a call vmapped through the population network."""
+
+    strategy = 'vmap'
+
+
+class LoopScorer(PopulationScorer):
+    """Members of a call one after another, each running only its own ops."""
+
+    strategy = 'loop'
+
+
+class ExactScorer(Scorer):
+    """One exact network per architecture, compiled per architecture (the baseline)."""
+
+    strategy = 'exact'
+    call_size = 1
+
+    def __init__(self, space, batch, settings, *, seed=0, devices=None):
+        super().__init__(space, batch, settings, seed=seed, devices=devices)
+        self._exact_cache: dict = {}
+        self._init_fn = None
+        self.trace_count = 0
+        logging.info('Proxy: strategy exact (one compile per architecture) on %s',
+                     self.backend)
+
+    def _calls(self, n: int) -> list[slice]:
+        return [slice(i, i + 1) for i in range(n)]
+
+    def _member(self, genome: np.ndarray):
+        key = tuple(int(v) for v in genome)
+        if key not in self._exact_cache:
+            model = self.space.exact_network(key, backend=self.backend)
+            member = program.make_member_fn(model, self.settings)
+
+            def fn(variables, images, labels, ref):
+                self.trace_count += 1
+                return member(variables['params'], variables['batch_stats'], None, images,
+                              labels, ref)
+
+            t0 = time.perf_counter()
+            variables = self._variables(genome)
+            self.compile_seconds += time.perf_counter() - t0
+            self._exact_cache[key] = self._compile(
+                f'the exact network of {key}', repr((self.space.name, repr(model),
+                                                     self.settings, 'exact')),
+                jax.jit(fn), (variables, self._images, self._labels, self._ref))
+        return self._exact_cache[key]
+
+    def _variables(self, genome: np.ndarray):
+        # The same initial weights as the population strategies: initialise the population
+        # form from the member's seed and keep the exact network's part.
+        if self._init_fn is None:
+            self._init_fn = jax.jit(functools.partial(program.init_members, self._pop_model))
+        seeds = jnp.asarray(program.member_seeds(genome[None]))
+        v = self._init_fn(jnp.asarray(self.seed, jnp.uint32), seeds,
+                          jnp.asarray(genome[None], jnp.int32), self._images)
+        v = jax.tree.map(lambda a: a[0], v)
+        return self.space.exact_variables(v, genome)
+
+    def _score_call(self, genomes: np.ndarray) -> tuple[np.ndarray, ...]:
+        g = genomes[0]
+        compiled = self._member(g)
+        variables = self._variables(g)
+        return self._run('training', lambda: tuple(
+            np.asarray(o)[None] for o in compiled(variables, self._images, self._labels,
+                                                  self._ref)))
+
+
+SCORERS = {'vmap': VmapScorer, 'loop': LoopScorer, 'exact': ExactScorer}
+
+
+def make_scorer(space, batch: dict, settings: program.Settings, *, strategy: str = 'auto',
+                chunk_size: int = 0, population: int = 20, seed: int = 0,
+                devices=None) -> Scorer:
+    """The scorer of `strategy` ('auto': the space's choice for the backend)."""
+    if strategy not in STRATEGIES:
+        raise UserError(f'unknown proxy strategy {strategy!r}; choose one of {STRATEGIES}')
+    devices = list(devices or jax.local_devices())
+    backend = devices[0].platform
+    if strategy == 'auto':
+        strategy = space.auto_strategy(backend)
+    if strategy == 'exact':
+        return ExactScorer(space, batch, settings, seed=seed, devices=devices)
+    # On CPU the members of one call run one after another anyway: one member per device per
+    # call costs nothing and keeps every call short.
+    size = int(chunk_size) or (len(devices) if backend == 'cpu' and strategy == 'loop'
+                               else int(population))
+    return SCORERS[strategy](space, batch, settings, seed=seed, devices=devices, call_size=size)
+
+
+def from_config(config, space, batch: dict, seed: int | None = None) -> Scorer:
+    """The proxy scorer of a search (`seed`: the proxy's seed; default `config.seed`)."""
+    p = config.proxy
+    return make_scorer(space, batch, program.Settings.from_config(p), strategy=p.strategy,
+                       chunk_size=p.chunk_size, population=config.ga.population,
+                       seed=config.seed if seed is None else seed)
