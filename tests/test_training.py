@@ -12,7 +12,8 @@ from ml_collections import config_dict
 from PIL import Image
 
 from configs import base
-from hwnas_jax import data, training
+from hwnas_jax import checkpoint, data, training
+from hwnas_jax.errors import UserError
 
 
 class Tiny(nn.Module):
@@ -89,10 +90,10 @@ def test_fit_trains_any_module_and_resumes_exactly(folder, tmp_path):
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(line)["step"] for line in lines]
     assert steps == [3, 4, 6]
-    with pytest.raises(ValueError, match="different run"):
+    with pytest.raises(UserError, match="different run"):
         training.fit(Tiny(), _config(folder), tmp_path / "b", model={"kind": "other"},
                      name="tiny")  # fmt: skip
-    with pytest.raises(ValueError, match="different run"):
+    with pytest.raises(UserError, match="different run"):
         training.fit(Tiny(), _config(folder, seed=1), tmp_path / "b", model=model, name="tiny")
 
 
@@ -109,11 +110,89 @@ def test_fit_without_batch_norm_and_evaluate(folder, tmp_path):
 
 
 def test_read_checkpoint_errors(tmp_path):
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(UserError, match="cannot read"):
         training.read_checkpoint(tmp_path)
     (tmp_path / training.CHECKPOINT_NAME).write_bytes(b"\x81\xa1a\x01")  # msgpack {'a': 1}
-    with pytest.raises(ValueError, match="not a reference checkpoint"):
+    with pytest.raises(UserError, match="not a reference checkpoint"):
         training.read_checkpoint(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def trained(folder, tmp_path_factory) -> pathlib.Path:
+    """A checkpoint written by one step of ``fit`` (its workdir)."""
+    workdir = tmp_path_factory.mktemp("trained")
+    training.fit(Tiny(), _config(folder, max_steps=1), workdir, model={"kind": "tiny"},
+                 name="tiny")  # fmt: skip
+    return workdir
+
+
+def _damaged(tmp_path: pathlib.Path, raw: bytes) -> pathlib.Path:
+    path = tmp_path / training.CHECKPOINT_NAME
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize("where", [0, 10, 40, 0.5, -1])
+def test_checkpoint_with_a_flipped_byte_is_refused(trained, tmp_path, where):
+    raw = bytearray((trained / training.CHECKPOINT_NAME).read_bytes())
+    assert raw.startswith(checkpoint.MAGIC)
+    index = int(where * len(raw)) if isinstance(where, float) else where
+    raw[index] ^= 0x10
+    path = _damaged(tmp_path, bytes(raw))
+    with pytest.raises(UserError) as info:
+        training.read_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("keep", [0, 5, len(checkpoint.MAGIC) + 20, 0.5, -1])
+def test_truncated_checkpoint_is_refused(trained, tmp_path, keep):
+    raw = (trained / training.CHECKPOINT_NAME).read_bytes()
+    keep = int(keep * len(raw)) if isinstance(keep, float) else keep
+    path = _damaged(tmp_path, raw[:keep])
+    with pytest.raises(UserError, match="damaged") as info:
+        training.read_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_resuming_from_a_damaged_checkpoint_is_refused(folder, trained, tmp_path):
+    raw = (trained / training.CHECKPOINT_NAME).read_bytes()
+    (tmp_path / training.CHECKPOINT_NAME).write_bytes(raw[:-3] + b"\0\0\0")
+    with pytest.raises(UserError, match="checkpoint is damaged"):
+        training.fit(Tiny(), _config(folder), tmp_path, model={"kind": "tiny"}, name="tiny")
+
+
+def test_checkpoint_without_digest_still_loads(trained, tmp_path):
+    raw = (trained / training.CHECKPOINT_NAME).read_bytes()
+    legacy = _damaged(tmp_path, raw.split(b"\n", 2)[2])  # Header removed.
+    state = training.read_checkpoint(legacy)
+    assert state["step"] == 1 and state["model"] == {"kind": "tiny"}
+
+
+def test_out_of_memory_is_one_user_error_about_the_batch(folder, tmp_path, monkeypatch):
+    def exhausted(*args):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 1 bytes.")
+
+    monkeypatch.setattr(training, "train_step", exhausted)
+    with pytest.raises(UserError, match=r"out of memory .* batch of 4 .*train\.batch_size"):
+        training.fit(Tiny(), _config(folder), tmp_path, model={}, name="tiny")
+
+
+def test_resume_drops_later_and_partial_metrics_lines(tmp_path):
+    path = tmp_path / training.METRICS_NAME
+    path.write_text('{"step": 3}\n{"step": 6}\n{"step": 9, "train_lo')  # Killed mid-append.
+    training._truncate_metrics(path, 6)
+    assert path.read_text() == '{"step": 3}\n{"step": 6}\n'
+
+
+def test_eval_split_is_the_test_split_or_an_even_subset(folder):
+    config = _config(folder)
+    images, labels, split = training.eval_split(config)
+    assert split == "test" and len(images) == 6
+    np.testing.assert_array_equal(labels, [0, 0, 1, 1, 2, 2])
+    config.train.eval_size = 3
+    images, labels, _ = training.eval_split(config)
+    assert images.shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(labels, [0, 1, 2])  # Spread over the class-sorted split.
 
 
 def test_to_variables_checks_names_and_shapes():
@@ -122,8 +201,8 @@ def test_to_variables_checks_names_and_shapes():
     flat = {k: np.zeros(s) for k, s in shapes.items()}
     variables = training.to_variables(shapes, flat, "x")
     assert variables["params"]["head"]["kernel"].dtype == jnp.float32
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(UserError, match="missing"):
         training.to_variables(shapes, {k: v for k, v in flat.items() if "head" not in k}, "x")
     flat["params/conv/kernel"] = np.zeros((1, 1, 3, 4))
-    with pytest.raises(ValueError, match="has shape"):
+    with pytest.raises(UserError, match="has shape"):
         training.to_variables(shapes, flat, "x")

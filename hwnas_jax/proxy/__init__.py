@@ -32,8 +32,3 @@ __all__ = [
     'member_seeds', 'optimizer', 'population_program',
 ]
 
-
-def model_kwargs(config, space) -> dict:  # TEMPORARY shim while train_arch moves to Space.
-    from hwnas_jax import spaces as _spaces
-
-    return _spaces.make(config).network_kwargs()

@@ -31,7 +31,3 @@ def make(config):
     """The search space `config.space.name`, bound to `config`."""
     return space_class(config.space.name)(config)
 
-
-def get(name: str):  # TEMPORARY shim while train_arch moves to the Space interface.
-    space_class(name)
-    return importlib.import_module(f'{__name__}.{name}')

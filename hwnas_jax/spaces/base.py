@@ -36,6 +36,7 @@ class Space(abc.ABC):
     metrics: ClassVar[tuple[str, ...]]  # Cost metrics the space has tables for.
     units: ClassVar[dict[str, str]]  # Metric -> unit, for best.json.
     device_metrics: ClassVar[tuple[str, ...]] = ()  # Metrics measured on a named device.
+    genome_forms: ClassVar[str]  # The text forms parse_genome takes, for messages.
 
     def __init__(self, config):
         self.config = config

@@ -35,6 +35,8 @@ class NB201(base.Space):
     metrics = hw_costs.METRICS
     units = hw_costs.UNITS
     device_metrics = hw_costs.DEVICE_METRICS
+    genome_forms = ("an arch string like '|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|...|' "
+                    'or a JSON list of 6 op indices')
 
     # -- codec --------------------------------------------------------------------------------
     @property

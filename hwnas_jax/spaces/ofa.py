@@ -296,9 +296,3 @@ def batch_costs(genomes: np.ndarray, base: float, table: np.ndarray) -> np.ndarr
     active = np.tile(np.arange(depth), ofa_layout.NUM_STAGES) < np.repeat(depths, depth, axis=1)
     return base + np.sum(per_block * active, axis=1)
 
-
-def __getattr__(name):  # TEMPORARY shim while train_arch moves to the Space interface.
-    if name in ('Network', 'PopulationNetwork', 'exact_variables'):
-        from hwnas_jax.spaces import ofa_net
-        return getattr(ofa_net, name)
-    raise AttributeError(name)

@@ -26,6 +26,8 @@ class OFA(base.Space):
     reference_arch = 'ofa_max'
     metrics = ('flops', 'macs', 'params')
     units = {'flops': 'M MACs', 'macs': 'M MACs', 'params': 'M parameters'}
+    genome_forms = ('an OFA config JSON \'{"ks": [20 kernels], "e": [20 expands], "d": [5 depths]}\' '
+                    'or a JSON list of 45 gene indices')
 
     @property
     def cardinalities(self) -> np.ndarray:
@@ -112,3 +114,9 @@ class OFA(base.Space):
         config_lib.check_choice(config, 'space.width_mult', WIDTHS)
         config_lib.check_number(config, 'space.resolution', 32, 512, integer=True)
         config_lib.feature_stages(config)
+        s, d = config.space, config.data
+        if config.job != 'figure5' and s.resolution != d.image_size:
+            raise UserError(
+                f'space.resolution={s.resolution} but data.image_size={d.image_size}: the OFA '
+                'networks take images of their resolution; set both to the same value (and '
+                '--config.data.resize=True to resize the stored images)')
