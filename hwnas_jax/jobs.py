@@ -30,6 +30,7 @@ def get(name: str) -> Callable:
 # directory that holds a run of other settings.
 CHECKS = {
     'search': ('hwnas_jax.search.loop', 'check'),
+    'proxy_study': ('hwnas_jax.study', 'check_state'),
 }
 
 

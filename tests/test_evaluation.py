@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import base
+from hwnas_jax import spaces
 from hwnas_jax.errors import UserError
 from hwnas_jax.search import evaluation
 from hwnas_jax.search.objective import Objective
@@ -20,7 +21,7 @@ def make_objective(**hardware):
     config.hardware.metric, config.hardware.limit = 'flops', 100.0
     for k, v in hardware.items():
         setattr(config.hardware, k, v)
-    return Objective(config, nb201)
+    return Objective(config, spaces.make(config))
 
 
 def reference(genome, costs, limits, dataset):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hwnas_jax.search import figure5
+from hwnas_jax import spaces
 from hwnas_jax.spaces import nb201, ofa
 
 
@@ -38,7 +39,7 @@ def test_ofa_cost_tables_equal_the_space_functions(kwargs):
 
 def test_default_sweep_spans_tight_to_loose():
     config = _config()
-    costs = figure5.cost_fn(config, ofa)
+    costs = figure5.cost_fn(config, spaces.make(config))
     every = costs(ofa.random_genomes(np.random.default_rng(0), 20000))
     limits = figure5.default_limits(every, ofa.macs((0,) * 45, 224, 1000, 1.2))
     assert limits == [200.0, 250.0, 300.0, 350.0, 400.0, 450.0, 500.0, 550.0, 600.0]
@@ -86,7 +87,7 @@ def test_nb201_flops_sweep_and_common_random_numbers(tmp_path):
 
 def test_plot_when_matplotlib_is_installed(tmp_path):
     pytest.importorskip("matplotlib")
-    rows = figure5.sweep(ofa, figure5.cost_fn(_config(), ofa), [250, 400], population=10,
+    rows = figure5.sweep(ofa, figure5.cost_fn(_config(), spaces.make(_config())), [250, 400], population=10,
                          seeds=2, max_draws=2000, metric="flops")  # fmt: skip
     assert figure5.plot(str(tmp_path / "f.png"), rows, "M MACs")
     assert (tmp_path / "f.png").stat().st_size > 1000

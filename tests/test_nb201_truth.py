@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from hwnas_jax import spaces
 from hwnas_jax import fileio
 from hwnas_jax.errors import UserError
 from hwnas_jax.spaces import nb201
@@ -176,7 +177,7 @@ def test_best_feasible_with_the_objective():
 
     config = base.get_config()
     config.hardware.metric, config.hardware.limit = 'flops', 100.0
-    objective = Objective(config, nb201)
+    objective = Objective(config, spaces.make(config))
     got = truth.best_feasible(objective, 'cifar10', 'test')
     flops = nb201.flops(nb201.indices_to_genomes(np.arange(15625)))
     want = _exhaustive_best(flops[None], [100.0], truth.all_accuracies('cifar10'))

@@ -138,7 +138,6 @@ def test_resume_with_other_settings_is_refused_and_config_kept(full_run):
 
 def test_stale_batch_of_other_settings_is_rebuilt(tmp_path, cache):
     """A run killed before its first state leaves batch.npz; other settings must not reuse it."""
-    from hwnas_jax import proxy
     workdir = tmp_path / 'w'
     res = launch(workdir, '--config.ga.generations=1', cache=cache)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -152,7 +151,6 @@ def test_stale_batch_of_other_settings_is_rebuilt(tmp_path, cache):
     with np.load(workdir / 'batch.npz') as f:
         assert f['images'].shape[0] == 12
         assert '"seed": 5' in str(f['fingerprint'])
-    del proxy
 
 
 def test_second_run_on_a_busy_workdir_refuses_and_first_finishes(tmp_path, cache):
@@ -177,29 +175,32 @@ def tiny_config():
 
 
 def test_interrupt_inside_scoring_then_resume(full_run, tmp_path, monkeypatch):
-    """Deterministic mid-generation interruption: dies after the 7th trained member."""
-    from hwnas_jax import proxy
+    """Deterministic mid-generation interruption: dies training the 3rd generation's first."""
+    from hwnas_jax.proxy import scorers
     from hwnas_jax.search import loop
 
     want_dir, _ = full_run
+    history = [json.loads(x) for x in (want_dir / 'metrics.jsonl').read_text().splitlines()]
+    before = history[0]['evaluations'] + history[1]['evaluations']
+    assert history[2]['evaluations'] > 0
     calls = []
-    real = proxy.Engine.score_chunks
+    real = scorers.Scorer.score_chunks
 
     def dying(self, genomes):
         for out in real(self, genomes):
             calls.append(1)
-            if len(calls) == 7:
+            if len(calls) == before + 1:
                 raise KeyboardInterrupt
             yield out
 
-    monkeypatch.setattr(proxy.Engine, 'score_chunks', dying)
+    monkeypatch.setattr(scorers.Scorer, 'score_chunks', dying)
     workdir = str(tmp_path / 'w')
     with pytest.raises(KeyboardInterrupt):
         loop.run(tiny_config(), workdir)
     state = json.loads((tmp_path / 'w' / 'state.json').read_text())
     assert state['generation'] == 2
-    assert len((tmp_path / 'w' / 'scores.jsonl').read_text().splitlines()) == 6
-    monkeypatch.setattr(proxy.Engine, 'score_chunks', real)
+    assert len((tmp_path / 'w' / 'scores.jsonl').read_text().splitlines()) == before
+    monkeypatch.setattr(scorers.Scorer, 'score_chunks', real)
     got = loop.run(tiny_config(), workdir)
     assert got == json.loads((want_dir / 'best.json').read_text())
 

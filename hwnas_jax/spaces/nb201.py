@@ -32,9 +32,8 @@ Encodings of one architecture:
 
 The network is NAS-Bench-201's CIFAR network (xautodl ``TinyNetwork``): a 3x3 conv stem, three
 stages of N cells with C, 2C and 4C channels joined by two stride-2 ResNet blocks, and a
-BN-ReLU-pool-linear head. The Flax modules live in :mod:`hwnas_jax.spaces.nb201_net` and are
-re-exported here (imported lazily, so the codecs and costs need numpy only): :class:`Network`,
-:class:`PopulationNetwork`, :func:`exact_variables`.
+BN-ReLU-pool-linear head. The Flax modules live in :mod:`hwnas_jax.spaces.nb201_net` (this module
+needs numpy only): ``Network``, ``PopulationNetwork``, ``exact_variables``.
 
 Costs (:func:`num_params`, :func:`flops`, :func:`activation_elements`) are analytic, exact and
 vectorised; :func:`num_params` and :func:`flops` reproduce NAS-Bench-201's published figures.
@@ -85,14 +84,6 @@ _ARCH_STR_FORM = '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'
 
 GenomeLike = Any  # A sequence or array of 6 integers.
 Number = float | np.ndarray
-
-
-def __getattr__(name: str) -> Any:
-    # The Flax networks import JAX; load them on first use so that numpy-only callers (cost
-    # tables, the GA) can use the codecs without it.
-    if name in ('Network', 'PopulationNetwork', 'exact_variables', 'CONV_IMPLS'):
-        return getattr(importlib.import_module('hwnas_jax.spaces.nb201_net'), name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def _short(x: Any) -> str:
