@@ -9,7 +9,7 @@ import pytest
 
 from hwnas_jax.search import figure5
 from hwnas_jax import spaces
-from hwnas_jax.spaces import nb201, ofa
+from hwnas_jax.spaces import nb201, nb201_costs, ofa
 
 
 def _config(variant="ofa", **figure5_fields):
@@ -81,7 +81,7 @@ def test_nb201_flops_sweep_and_common_random_numbers(tmp_path):
     # Each trial redraws the same genomes at every budget: counts never grow with the budget.
     means = [r["rejection_mean"] for r in rows]
     assert all(a >= b for a, b in itertools.pairwise(means))
-    every = nb201.flops(nb201.indices_to_genomes(np.arange(nb201.NUM_ARCHS)))
+    every = nb201_costs.flops(nb201.indices_to_genomes(np.arange(nb201.NUM_ARCHS)))
     assert rows[0]["feasible_fraction"] == pytest.approx(np.mean(every <= budgets[0]))
 
 

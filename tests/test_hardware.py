@@ -15,7 +15,7 @@ import pytest
 from hwnas_jax import hardware as hw
 from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import predict, tables
-from hwnas_jax.spaces import nb201
+from hwnas_jax.spaces import nb201, nb201_costs
 
 # HW-NAS-Bench README / example.ipynb output, NAS-Bench-201 index 0 on cifar10 (exact).
 GOLDEN_CIFAR10_ARCH0 = {
@@ -156,9 +156,9 @@ def test_network_metrics():
     genomes = nb201.random_genomes(np.random.default_rng(1), 30)
     for dataset, classes, res in (('cifar10', 10, 32), ('cifar100', 100, 32),
                                   ('ImageNet16-120', 120, 16)):
-        flops = nb201.flops(genomes, num_classes=classes, resolution=res)
-        params = nb201.num_params(genomes, num_classes=classes)
-        acts = nb201.activation_elements(genomes, num_classes=classes, resolution=res)
+        flops = nb201_costs.flops(genomes, num_classes=classes, resolution=res)
+        params = nb201_costs.num_params(genomes, num_classes=classes)
+        acts = nb201_costs.activation_elements(genomes, num_classes=classes, resolution=res)
         np.testing.assert_array_equal(hw.cost(genomes, 'flops', dataset=dataset), flops)
         np.testing.assert_allclose(hw.cost(genomes, 'params', dataset=dataset), params,
                                    rtol=1e-15)

@@ -12,7 +12,7 @@ from flax import traverse_util
 
 from hwnas_jax import spaces
 from hwnas_jax.errors import UserError
-from hwnas_jax.spaces import nb201, nb201_net
+from hwnas_jax.spaces import nb201, nb201_costs, nb201_net
 
 EXAMPLE = ('|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|'
            'skip_connect~2|')
@@ -84,7 +84,7 @@ def test_validate_accepts_integer_arrays():
     with pytest.raises(UserError, match='values out of range'):
         nb201.genomes_to_indices(np.full((3, 6), 5))
     with pytest.raises(UserError, match='genome'):
-        nb201.flops(np.zeros((3, 5), np.int64))
+        nb201_costs.flops(np.zeros((3, 5), np.int64))
 
 
 @pytest.mark.parametrize('bad', [
@@ -120,11 +120,11 @@ def test_random_genomes():
 
 
 def test_describe_is_json():
-    d = json.loads(json.dumps(nb201.describe(np.asarray(EXAMPLE_GENOME))))
+    d = json.loads(json.dumps(nb201_costs.describe(np.asarray(EXAMPLE_GENOME))))
     assert d['genome'] == list(EXAMPLE_GENOME) and d['arch_str'] == EXAMPLE and d['index'] == 1
     assert d['canonical'] == list(EXAMPLE_GENOME) and d['space'] == 'nb201'
-    assert d['flops'] == pytest.approx(nb201.flops(EXAMPLE_GENOME))
-    assert d['params'] == pytest.approx(nb201.num_params(EXAMPLE_GENOME))
+    assert d['flops'] == pytest.approx(nb201_costs.flops(EXAMPLE_GENOME))
+    assert d['params'] == pytest.approx(nb201_costs.num_params(EXAMPLE_GENOME))
 
 
 def test_space_registry():
@@ -143,30 +143,30 @@ def test_space_registry():
 
 @pytest.mark.parametrize('index, params', [(0, 0.129306), (6111, 1.073466)])
 def test_published_params(index, params):
-    assert nb201.num_params(nb201.from_index(index)) == pytest.approx(params, abs=1e-9)
+    assert nb201_costs.num_params(nb201.from_index(index)) == pytest.approx(params, abs=1e-9)
 
 
 def test_published_params_all_conv3x3():
-    assert nb201.num_params(ALL_CONV3) == pytest.approx(1.531546, abs=1e-9)
+    assert nb201_costs.num_params(ALL_CONV3) == pytest.approx(1.531546, abs=1e-9)
 
 
 @pytest.mark.parametrize('index, mflops', [(9930, 184.73025), (1462, 220.11969), (2, 78.56193)])
 def test_published_flops(index, mflops):
-    assert nb201.flops(nb201.from_index(index)) == pytest.approx(mflops, abs=1e-9)
+    assert nb201_costs.flops(nb201.from_index(index)) == pytest.approx(mflops, abs=1e-9)
 
 
 def test_costs_are_vectorised():
     genomes = nb201.indices_to_genomes(np.arange(0, nb201.NUM_ARCHS, 7)).reshape(-1, 1, 6)
-    for fn in (nb201.num_params, nb201.flops, nb201.activation_elements):
+    for fn in (nb201_costs.num_params, nb201_costs.flops, nb201_costs.activation_elements):
         batch = fn(genomes, num_classes=100, channels=8, cells_per_stage=2)
         assert batch.shape == genomes.shape[:-1]
         single = [fn(g, num_classes=100, channels=8, cells_per_stage=2) for g in genomes[:50, 0]]
         assert isinstance(single[0], (int, float))
         np.testing.assert_array_equal(batch[:50, 0], single)
     with pytest.raises(UserError, match='multiple of 4'):
-        nb201.flops(ALL_CONV3, resolution=30)
+        nb201_costs.flops(ALL_CONV3, resolution=30)
     with pytest.raises(UserError, match='channels'):
-        nb201.num_params(ALL_CONV3, channels=0)
+        nb201_costs.num_params(ALL_CONV3, channels=0)
 
 
 def _count_jaxpr(jaxpr, counts):
@@ -200,11 +200,11 @@ def test_costs_match_the_flax_network(genome):
     x = jnp.zeros((1, 8, 8, 3))
     variables = jax.eval_shape(functools.partial(net.init, train=False), jax.random.key(0), x)
     n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(variables['params']))
-    assert n == round(nb201.num_params(genome, **TINY) * 1e6)
+    assert n == round(nb201_costs.num_params(genome, **TINY) * 1e6)
     counts = _count_jaxpr(jax.make_jaxpr(functools.partial(net.apply, train=False))(
         variables, x).jaxpr, {'flops': 0, 'elements': 0})
-    assert counts['flops'] == round(nb201.flops(genome, **TINY, resolution=8) * 1e6)
-    assert counts['elements'] == nb201.activation_elements(genome, **TINY, resolution=8)
+    assert counts['flops'] == round(nb201_costs.flops(genome, **TINY, resolution=8) * 1e6)
+    assert counts['elements'] == nb201_costs.activation_elements(genome, **TINY, resolution=8)
 
 
 # -- canonical -----------------------------------------------------------------------------------

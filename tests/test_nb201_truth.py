@@ -11,7 +11,7 @@ import pytest
 from hwnas_jax import spaces
 from hwnas_jax import fileio
 from hwnas_jax.errors import UserError
-from hwnas_jax.spaces import nb201
+from hwnas_jax.spaces import nb201, nb201_costs
 from hwnas_jax.spaces import nb201_truth as truth
 
 # Published NAS-Bench-201 optima and space means (shared/data/nb201-accuracy/README.md).
@@ -179,7 +179,7 @@ def test_best_feasible_with_the_objective():
     config.hardware.metric, config.hardware.limit = 'flops', 100.0
     objective = Objective(config, spaces.make(config))
     got = truth.best_feasible(objective, 'cifar10', 'test')
-    flops = nb201.flops(nb201.indices_to_genomes(np.arange(15625)))
+    flops = nb201_costs.flops(nb201.indices_to_genomes(np.arange(15625)))
     want = _exhaustive_best(flops[None], [100.0], truth.all_accuracies('cifar10'))
     assert got['index'] == want
     assert got['costs'][0] == pytest.approx(flops[want]) and got['costs'][0] <= 100

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hwnas_jax.spaces import ofa, ofa_net
+from hwnas_jax.spaces import ofa, ofa_layers, ofa_net
 
 LARGEST = (2,) * 45
 SMALLEST = (0,) * 45
@@ -440,11 +440,11 @@ def test_depthwise_impls_agree(k, stride, size):
     kx, kw, kg = jax.random.split(jax.random.PRNGKey(k * 10 + stride), 3)
     x = jax.random.normal(kx, (2, size, size, 6))
     w = jax.random.normal(kw, (k, k, 1, 6))
-    ct = jax.random.normal(kg, ofa_net.depthwise_conv(x, w, stride, impl='grouped').shape)
+    ct = jax.random.normal(kg, ofa_layers.depthwise_conv(x, w, stride, impl='grouped').shape)
 
     def run(impl):
         def f(x, w):
-            return jnp.sum(ofa_net.depthwise_conv(x, w, stride, impl=impl) * ct)
+            return jnp.sum(ofa_layers.depthwise_conv(x, w, stride, impl=impl) * ct)
 
         return jax.value_and_grad(f, argnums=(0, 1))(x, w)
 
@@ -453,4 +453,4 @@ def test_depthwise_impls_agree(k, stride, size):
     np.testing.assert_allclose(gx_s, gx_g, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gw_s, gw_g, rtol=1e-4, atol=1e-4)
     h_out = (size + 2 * (k // 2) - k) // stride + 1
-    assert ofa_net.depthwise_conv(x, w, stride, impl='shifted').shape == (2, h_out, h_out, 6)
+    assert ofa_layers.depthwise_conv(x, w, stride, impl='shifted').shape == (2, h_out, h_out, 6)

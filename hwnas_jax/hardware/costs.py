@@ -18,7 +18,7 @@ Network metrics come from the search space (:mod:`hwnas_jax.spaces.nb201`), ``de
       FLOPs / (4 * (num_params + num_activations))
 
   with FLOPs as in ``flops`` (not in millions) and ``num_activations`` the output elements per
-  image of every conv, average-pool and linear layer (``nb201.activation_elements``; the input
+  image of every conv, average-pool and linear layer (``nb201_costs.activation_elements``; the input
   image, BatchNorm, ReLU and additions are not counted). It is FLOPs per byte of float32
   traffic when every weight is read once and every such activation is written once.
 
@@ -75,6 +75,12 @@ def _nb201() -> Any:
     from hwnas_jax.spaces import nb201  # pylint: disable=import-outside-toplevel
 
     return nb201
+
+
+def _nb201_costs() -> Any:
+    from hwnas_jax.spaces import nb201_costs  # pylint: disable=import-outside-toplevel
+
+    return nb201_costs
 
 
 def _check_choice(kind: str, value: Any, options: tuple[str, ...], hint: str = '') -> None:
@@ -189,18 +195,18 @@ def _missing_message(
 
 
 def _network_metric(genomes: np.ndarray, metric: str, dataset: str) -> np.ndarray:
-    nb201 = _nb201()
+    nb201_costs = _nb201_costs()
     size = {'num_classes': NUM_CLASSES[dataset]}
     if metric == 'flops':
-        return np.asarray(nb201.flops(genomes, resolution=RESOLUTION[dataset], **size), np.float64)
-    params = np.rint(np.asarray(nb201.num_params(genomes, **size)) * 1e6)  # exact count
+        return np.asarray(nb201_costs.flops(genomes, resolution=RESOLUTION[dataset], **size), np.float64)
+    params = np.rint(np.asarray(nb201_costs.num_params(genomes, **size)) * 1e6)  # exact count
     if metric == 'params':
         return params / 1e6
     if metric == 'model_size':
         return _BYTES_PER_PARAM * params
     size['resolution'] = RESOLUTION[dataset]
-    flops = np.asarray(nb201.flops(genomes, **size), np.float64) * 1e6
-    acts = np.asarray(nb201.activation_elements(genomes, **size), np.float64)
+    flops = np.asarray(nb201_costs.flops(genomes, **size), np.float64) * 1e6
+    acts = np.asarray(nb201_costs.activation_elements(genomes, **size), np.float64)
     return flops / (_BYTES_PER_PARAM * (params + acts))
 
 

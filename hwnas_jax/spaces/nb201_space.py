@@ -16,7 +16,7 @@ import numpy as np
 
 from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import costs as hw_costs
-from hwnas_jax.spaces import base, nb201
+from hwnas_jax.spaces import base, nb201, nb201_costs
 
 
 def conv_impl(config, backend: str) -> str:
@@ -68,7 +68,7 @@ class NB201(base.Space):
         return tuple(int(v) for v in nb201.validate(value))
 
     def describe(self, genome) -> dict[str, Any]:
-        return nb201.describe(genome, num_classes=self.config.data.num_classes)
+        return nb201_costs.describe(genome, num_classes=self.config.data.num_classes)
 
     # -- networks -----------------------------------------------------------------------------
     def network_kwargs(self) -> dict[str, Any]:

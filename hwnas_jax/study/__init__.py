@@ -51,7 +51,7 @@ from absl import logging
 
 from hwnas_jax import fileio
 from hwnas_jax.errors import UserError
-from hwnas_jax.spaces import nb201, nb201_truth
+from hwnas_jax.spaces import nb201, nb201_costs, nb201_truth
 from hwnas_jax.study.passes import Passes, rmi_program, rmi_variables, steps_k
 from hwnas_jax.study.report import plot, preset_for, report_markdown, write_csv
 from hwnas_jax.study.stats import (
@@ -211,9 +211,9 @@ def run(config, workdir: str) -> list[dict[str, Any]]:
                'canonical_index': a['canonical_index'],
                'test_accuracy': float(test[a['index']]),
                'valid_accuracy': float(valid[a['index']]),
-               'flops': float(nb201.flops(a['genome'])),
-               'params': float(nb201.num_params(a['genome'])),
-               'flops_canonical': float(nb201.flops(a['canonical']))}
+               'flops': float(nb201_costs.flops(a['genome'])),
+               'params': float(nb201_costs.num_params(a['genome'])),
+               'flops_canonical': float(nb201_costs.flops(a['canonical']))}
         row.update(passes.score(np.asarray(a['canonical']), noise=i < int(s.noise_archs),
                                 what=f'arch {n_done + 1}/{len(todo)}'))
         append_row(path, row)
