@@ -149,7 +149,8 @@ def checked_asset(name: str, sha256: str) -> pathlib.Path:
       UserError: the asset is missing or its bytes differ from the release's (reinstall).
     """
     path = asset_path(name)
-    fix = 'reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax, or git checkout the file)'
+    fix = ('reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax, or git '
+           'checkout the file)')
     if not path.is_file():
         raise UserError(f'{path}: packaged asset missing; {fix}')
     got = sha256_file(path)

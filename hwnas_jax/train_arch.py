@@ -24,6 +24,7 @@ from absl import logging
 from hwnas_jax import fileio, spaces, training
 from hwnas_jax.errors import UserError
 
+
 def _from_best_json(text: str) -> Any | None:
     """The genome of a search's best.json when ``text`` is such a file's path, else None."""
     if not text.endswith(".json") or not os.path.isfile(text):

@@ -79,8 +79,8 @@ class _nothing:
 def test_defaults_and_shipped_configs_are_valid():
     config_lib.validate(_config())
     import importlib
-    import sys
     import pathlib
+    import sys
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     for name, variants in [('nb201_latency', [None]), ('nb201_flops', [None]), ('smoke', [None]),
                            ('ofa_flops', ['240', '300', '374', 'cifar']),

@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from hwnas_jax.search import figure5
 from hwnas_jax import spaces
+from hwnas_jax.search import figure5
 from hwnas_jax.spaces import nb201, nb201_costs, ofa
 
 
@@ -87,7 +87,8 @@ def test_nb201_flops_sweep_and_common_random_numbers(tmp_path):
 
 def test_plot_when_matplotlib_is_installed(tmp_path):
     pytest.importorskip("matplotlib")
-    rows = figure5.sweep(ofa, figure5.cost_fn(_config(), spaces.make(_config())), [250, 400], population=10,
+    costs = figure5.cost_fn(_config(), spaces.make(_config()))
+    rows = figure5.sweep(ofa, costs, [250, 400], population=10,
                          seeds=2, max_draws=2000, metric="flops")  # fmt: skip
     assert figure5.plot(str(tmp_path / "f.png"), rows, "M MACs")
     assert (tmp_path / "f.png").stat().st_size > 1000

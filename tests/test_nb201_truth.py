@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from hwnas_jax import spaces
-from hwnas_jax import fileio
+from hwnas_jax import fileio, spaces
 from hwnas_jax.errors import UserError
 from hwnas_jax.spaces import nb201, nb201_costs
 from hwnas_jax.spaces import nb201_truth as truth

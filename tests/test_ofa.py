@@ -272,7 +272,8 @@ def test_network_argument_errors():
         ofa_net.Network(MIXED, resolution=32, feature_stages=(0, 3)).init(
             jax.random.key(0), x, train=False)
     with pytest.raises(ValueError, match='45 genes'):
-        ofa_net.PopulationNetwork(resolution=32).init(jax.random.key(0), x, jnp.zeros(44, jnp.int32),
+        ofa_net.PopulationNetwork(resolution=32).init(jax.random.key(0), x,
+                                                      jnp.zeros(44, jnp.int32),
                                                   train=False)
     with pytest.raises(ValueError, match='out of range'):
         ofa_net.Network((3,) * 45, resolution=32).init(jax.random.key(0), x, train=False)

@@ -145,7 +145,6 @@ def smoke_config(**study_fields):
 @pytest.mark.slow
 def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path, monkeypatch):
     from hwnas_jax import config as config_lib
-
     from hwnas_jax.study import passes
 
     monkeypatch.setattr(passes, 'COMPILER_OPTIONS', FAST)

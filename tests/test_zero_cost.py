@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hwnas_jax import proxy, zero_cost
-from hwnas_jax.spaces import nb201, nb201_net
+from hwnas_jax.spaces import nb201_net
 
 
 class MLP(nn.Module):

@@ -32,8 +32,8 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hwnas_jax.errors import UserError
-from hwnas_jax.spaces import nb201
+from hwnas_jax.errors import UserError  # noqa: E402
+from hwnas_jax.spaces import nb201  # noqa: E402
 
 DEFAULT_OUT = REPO / 'hwnas_jax' / 'assets' / 'nb201_index.npy'
 _PLACES = nb201.NUM_OPS ** np.arange(nb201.NUM_EDGES - 1, -1, -1)

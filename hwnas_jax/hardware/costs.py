@@ -198,7 +198,8 @@ def _network_metric(genomes: np.ndarray, metric: str, dataset: str) -> np.ndarra
     nb201_costs = _nb201_costs()
     size = {'num_classes': NUM_CLASSES[dataset]}
     if metric == 'flops':
-        return np.asarray(nb201_costs.flops(genomes, resolution=RESOLUTION[dataset], **size), np.float64)
+        flops = nb201_costs.flops(genomes, resolution=RESOLUTION[dataset], **size)
+        return np.asarray(flops, np.float64)
     params = np.rint(np.asarray(nb201_costs.num_params(genomes, **size)) * 1e6)  # exact count
     if metric == 'params':
         return params / 1e6

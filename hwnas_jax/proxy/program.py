@@ -13,16 +13,18 @@ from __future__ import annotations
 import collections
 import dataclasses
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from hwnas_jax import rmi
 from hwnas_jax.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -34,7 +36,7 @@ class Settings:
     weight_decay: float = 5e-4
 
     @classmethod
-    def from_config(cls, proxy_config) -> 'Settings':
+    def from_config(cls, proxy_config) -> Settings:
         s = cls(steps=int(proxy_config.steps), beta=float(proxy_config.beta),
                 learning_rate=float(proxy_config.learning_rate),
                 momentum=float(proxy_config.momentum),

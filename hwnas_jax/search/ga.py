@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike

@@ -10,6 +10,7 @@ from absl import logging
 
 from hwnas_jax.search import state as st
 
+
 def describe(config, space, objective, genome, score: float, fitness: float) -> dict:
     """JSON-able record of one architecture: encodings, score, fitness, every cost with units."""
     rec = space.describe(genome)

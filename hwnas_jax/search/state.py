@@ -53,7 +53,7 @@ class SearchState:
         return d
 
     @classmethod
-    def from_json(cls, d: Any, path: str) -> 'SearchState':
+    def from_json(cls, d: Any, path: str) -> SearchState:
         if not isinstance(d, dict) or d.get('version') != STATE_VERSION:
             raise UserError(f'{path} was written by another version of hwnas_jax (or is not a '
                             'search state); use a new --workdir')

@@ -123,3 +123,4 @@ class Space(abc.ABC):
     @classmethod
     def validate_config(cls, config) -> None:
         """UserError naming a field of `config.space` that this space cannot take."""
+        return None  # A space without size fields has nothing to check.

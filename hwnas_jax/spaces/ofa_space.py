@@ -26,8 +26,8 @@ class OFA(base.Space):
     reference_arch = 'ofa_max'
     metrics = ('flops', 'macs', 'params')
     units = {'flops': 'M MACs', 'macs': 'M MACs', 'params': 'M parameters'}
-    genome_forms = ('an OFA config JSON \'{"ks": [20 kernels], "e": [20 expands], "d": [5 depths]}\' '
-                    'or a JSON list of 45 gene indices')
+    genome_forms = ('an OFA config JSON \'{"ks": [20 kernels], "e": [20 expands], '
+                    '"d": [5 depths]}\' or a JSON list of 45 gene indices')
 
     @property
     def cardinalities(self) -> np.ndarray:
