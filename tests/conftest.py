@@ -4,6 +4,12 @@ import os
 import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA:CPU's cheapest compile settings: most of these tests' time is compilation of tiny
+# networks. Subprocesses (the launch.py tests) inherit them, so in-process and launched runs
+# still compute the same numbers.
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+)
 
 import pytest  # noqa: E402
 
