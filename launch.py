@@ -12,13 +12,18 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config, e.g. configs/nb201_latency.py (file.py:variant for a '
+    'config',
+    None,
+    'Experiment config, e.g. configs/nb201_latency.py (file.py:variant for a '
     'variant); --help_configs lists them, hwnas_jax/config.py has every field.',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None,
-                               'Work directory; default workdirs/<config>-<timestamp>.')
-_TRACEBACK = flags.DEFINE_bool('traceback', False,
-                               'Show the full traceback of a user error (for bug reports).')
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Work directory; default workdirs/<config>-<timestamp>.'
+)
+_TRACEBACK = flags.DEFINE_bool(
+    'traceback', False, 'Show the full traceback of a user error (for bug reports).'
+)
 flags.DEFINE_bool('help_configs', False, 'List the configs in configs/ and exit.')
 
 
@@ -37,7 +42,8 @@ def _parse_flags(argv):
             print(cli.list_configs())
             sys.exit(0)
         filename = flags.FLAGS['config'].value and config_flags.get_config_filename(
-            flags.FLAGS['config'])
+            flags.FLAGS['config']
+        )
         if filename and not os.path.isfile(filename.partition(':')[0]):
             raise FileNotFoundError(filename)
         if filename:
@@ -58,12 +64,12 @@ def _run(config, workdir: str) -> None:
 
     if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
         # A resumed or repeated search does not pay for compiling its networks again.
-        jax.config.update('jax_compilation_cache_dir',
-                          os.path.join(compile_log.cache_dir(), 'xla'))
+        jax.config.update('jax_compilation_cache_dir', os.path.join(compile_log.cache_dir(), 'xla'))
     with wd.lock(workdir):
         logging.info('Work directory: %s', workdir)
-        logging.info('JAX %s, backend %s, devices %s', jax.__version__, jax.default_backend(),
-                     jax.devices())
+        logging.info(
+            'JAX %s, backend %s, devices %s', jax.__version__, jax.default_backend(), jax.devices()
+        )
         jobs.check(config, workdir)  # Refuses a resume of other settings before writing.
         wd.record(config, workdir)
         logging.debug('Config:\n%s', config)
@@ -79,8 +85,10 @@ def main(argv) -> None:
         _error(f'unexpected arguments {argv[1:]}; overrides look like --config.proxy.steps=10')
     config = _CONFIG.value
     if config is None:
-        _error('--config is required, e.g. python launch.py --config configs/nb201_latency.py '
-               '(--help_configs lists the configs)')
+        _error(
+            '--config is required, e.g. python launch.py --config configs/nb201_latency.py '
+            '(--help_configs lists the configs)'
+        )
     workdir = _WORKDIR.value or wd.default(config_flags.get_config_filename(flags.FLAGS['config']))
     try:
         config_lib.validate(config)
@@ -92,8 +100,9 @@ def main(argv) -> None:
         _error(str(e))
     except KeyboardInterrupt:
         logging.flush()
-        print(f'interrupted; resume with: {wd.resume_command(workdir)}', file=sys.stderr,
-              flush=True)
+        print(
+            f'interrupted; resume with: {wd.resume_command(workdir)}', file=sys.stderr, flush=True
+        )
         # A worker thread may still be inside XLA: leave without waiting for it. Every file
         # the run wrote is complete (atomic writes), so nothing is lost but the member in flight.
         os._exit(130)

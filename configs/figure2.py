@@ -26,6 +26,7 @@ Expect: one search per (device, budget, GA seed) in <root>/<device>-<budget>-s<s
 """
 
 from configs import base
+from hwnas_jax.errors import UserError
 
 VARIANTS = {'paper': None, 'smoke': None}
 
@@ -33,8 +34,7 @@ VARIANTS = {'paper': None, 'smoke': None}
 def get_config(variant: str = 'paper'):
     """Returns the Figure 2 grid (`paper`) or a tiny one (`smoke`)."""
     if variant not in VARIANTS:
-        raise ValueError(f'unknown variant {variant!r} of figure2; choose one of '
-                         f'{sorted(VARIANTS)}')
+        raise UserError(f'unknown variant {variant!r} of figure2; choose one of {sorted(VARIANTS)}')
     c = base.get_config()
     c.job = 'figure2'
     c.hardware.missing = 'infeasible'  # HW-NAS-Bench lacks some edgegpu / edgetpu latencies.

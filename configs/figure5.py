@@ -13,6 +13,7 @@ Expect: `figure5.csv` (and `figure5.png` with matplotlib) and a table in the log
 """
 
 from configs import base
+from hwnas_jax.errors import UserError
 
 # variant -> (space, resolution, classes, metric).
 VARIANTS = {
@@ -25,8 +26,7 @@ VARIANTS = {
 def get_config(variant: str = 'ofa'):
     """Returns the Figure 5 experiment of `variant`."""
     if variant not in VARIANTS:
-        raise ValueError(f'unknown variant {variant!r} of figure5; choose one of '
-                         f'{sorted(VARIANTS)}')
+        raise UserError(f'unknown variant {variant!r} of figure5; choose one of {sorted(VARIANTS)}')
     space, resolution, classes, metric = VARIANTS[variant]
     c = base.get_config()
     c.job = 'figure5'

@@ -38,8 +38,10 @@ VARIANTS = {'240': (224, 240.0), '300': (224, 300.0), '374': (224, 374.0), 'cifa
 def get_config(variant: str = '300'):
     """Returns the OFA FLOPs-budget search of `variant` on CIFAR-10."""
     if variant not in VARIANTS:
-        raise UserError(f'unknown variant {variant!r} of ofa_flops; choose one of '
-                        f'{sorted(VARIANTS)} (e.g. --config configs/ofa_flops.py:240)')
+        raise UserError(
+            f'unknown variant {variant!r} of ofa_flops; choose one of '
+            f'{sorted(VARIANTS)} (e.g. --config configs/ofa_flops.py:240)'
+        )
     resolution, limit = VARIANTS[variant]
     c = base.get_config()
     c.space.name = 'ofa'

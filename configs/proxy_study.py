@@ -18,6 +18,7 @@ Expect: 100 connected canonical cells (seeded) scored one after another, a progr
 """
 
 from configs import base
+from hwnas_jax.errors import UserError
 
 VARIANTS = {'paper': None, 'baselines': None, 'smoke': None}
 
@@ -25,8 +26,9 @@ VARIANTS = {'paper': None, 'baselines': None, 'smoke': None}
 def get_config(variant: str = 'paper'):
     """Returns the proxy study of `variant`."""
     if variant not in VARIANTS:
-        raise ValueError(f'unknown variant {variant!r} of proxy_study; choose one of '
-                         f'{sorted(VARIANTS)}')
+        raise UserError(
+            f'unknown variant {variant!r} of proxy_study; choose one of {sorted(VARIANTS)}'
+        )
     c = base.get_config()
     c.job = 'proxy_study'
     c.study.num_archs = 100

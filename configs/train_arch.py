@@ -52,8 +52,9 @@ VARIANTS = {
 def get_config(variant: str = 'nb201'):
     """Returns the from-scratch training of `config.space.genome` of `variant`."""
     if variant not in VARIANTS:
-        raise UserError(f'unknown variant {variant!r} of train_arch; choose one of '
-                        f'{sorted(VARIANTS)}')
+        raise UserError(
+            f'unknown variant {variant!r} of train_arch; choose one of {sorted(VARIANTS)}'
+        )
     space, resolution, epochs, batch_size, learning_rate = VARIANTS[variant]
     c = base.get_config()
     c.job = 'train_arch'

@@ -54,8 +54,9 @@ VARIANTS = {
 def get_config(variant: str = 'cifar10'):
     """Returns the from-scratch training of the OFA max subnet of `variant`."""
     if variant not in VARIANTS:
-        raise UserError(f'unknown variant {variant!r} of train_reference_ofa; choose one of '
-                        f'{sorted(VARIANTS)}')
+        raise UserError(
+            f'unknown variant {variant!r} of train_reference_ofa; choose one of {sorted(VARIANTS)}'
+        )
     name, classes, resolution, epochs, batch_size = VARIANTS[variant]
     c = base.get_config()
     c.job = 'train_reference'

@@ -18,8 +18,12 @@ from typing import Any
 POLL_SECONDS = 0.2
 
 
-def call(fn: Callable[..., Any], *args, heartbeat: Callable[[float], None] | None = None,
-         every: float = 30.0) -> Any:
+def call(
+    fn: Callable[..., Any],
+    *args,
+    heartbeat: Callable[[float], None] | None = None,
+    every: float = 30.0,
+) -> Any:
     """Returns `fn(*args)`, run on a worker thread; Ctrl-C interrupts the wait at once.
 
     Args:

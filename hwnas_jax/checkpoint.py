@@ -20,20 +20,20 @@ from absl import logging
 
 from hwnas_jax.errors import UserError
 
-CHECKPOINT_NAME = "checkpoint.msgpack"
-MAGIC = b"hwnas_jax checkpoint v1\n"
-_HEADER_SIZE = len(MAGIC) + len(b"sha256 ") + 64 + 1
-REQUIRED = ("model", "params", "batch_stats")
+CHECKPOINT_NAME = 'checkpoint.msgpack'
+MAGIC = b'hwnas_jax checkpoint v1\n'
+_HEADER_SIZE = len(MAGIC) + len(b'sha256 ') + 64 + 1
+REQUIRED = ('model', 'params', 'batch_stats')
 
 
 def write(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Writes ``state`` (a msgpack-able dict of host arrays) to ``path`` atomically."""
     path = pathlib.Path(path)
     body = flax.serialization.msgpack_serialize(state)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
     try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + b"sha256 " + hashlib.sha256(body).hexdigest().encode() + b"\n")
+        with open(tmp, 'wb') as f:
+            f.write(MAGIC + b'sha256 ' + hashlib.sha256(body).hexdigest().encode() + b'\n')
             f.write(body)
             f.flush()
             os.fsync(f.fileno())
@@ -48,14 +48,14 @@ def _payload(path: pathlib.Path, raw: bytes) -> bytes:
     if raw.startswith(MAGIC):
         header, payload = raw[len(MAGIC) : _HEADER_SIZE], raw[_HEADER_SIZE:]
         digest = hashlib.sha256(payload).hexdigest().encode()
-        if header == b"sha256 " + digest + b"\n":
+        if header == b'sha256 ' + digest + b'\n':
             return payload
     elif not MAGIC.startswith(raw[: len(MAGIC)]):  # Written before checkpoints had a digest.
-        logging.warning("%s has no digest (an older hwnas_jax wrote it): not verified.", path)
+        logging.warning('%s has no digest (an older hwnas_jax wrote it): not verified.', path)
         return raw
     raise UserError(
-        f"{path}: checkpoint is damaged (truncated or altered: its bytes do not match the "
-        "sha256 recorded when it was saved); restore a good copy, or delete it and train again"
+        f'{path}: checkpoint is damaged (truncated or altered: its bytes do not match the '
+        'sha256 recorded when it was saved); restore a good copy, or delete it and train again'
     )
 
 
@@ -77,17 +77,17 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         raw = path.read_bytes()
     except OSError as e:
         raise UserError(
-            f"cannot read checkpoint {path} ({e.strerror or e}): give a checkpoint.msgpack "
+            f'cannot read checkpoint {path} ({e.strerror or e}): give a checkpoint.msgpack '
             "written by job 'train_reference' or 'train_arch', or the workdir holding it"
         ) from None
     payload = _payload(path, raw)
     try:
         state = flax.serialization.msgpack_restore(payload)
     except Exception as e:  # noqa: BLE001  (msgpack raises several types on corrupt input)
-        raise UserError(f"{path}: checkpoint is corrupt ({e}); restore a good copy") from None
+        raise UserError(f'{path}: checkpoint is corrupt ({e}); restore a good copy') from None
     if not isinstance(state, dict) or not set(REQUIRED) <= set(state):
         raise UserError(
-            f"{path} is not a reference checkpoint (nor any checkpoint written by "
+            f'{path} is not a reference checkpoint (nor any checkpoint written by '
             "hwnas_jax.training: job 'train_reference' or 'train_arch')"
         )
     return state

@@ -20,7 +20,8 @@ from hwnas_jax import fileio
 def cache_dir() -> str:
     """hwnas_jax's cache folder (compilation cache and compile times)."""
     return os.environ.get('HWNAS_JAX_CACHE') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'hwnas_jax')
+        os.path.expanduser('~'), '.cache', 'hwnas_jax'
+    )
 
 
 def _path() -> str:
@@ -44,11 +45,15 @@ def expectation(key: str) -> str:
     """What to expect of compiling the program `key` (any string naming it exactly)."""
     last = _read().get(_digest(key))
     if isinstance(last, (int, float)):
-        return (f'took {last:.0f} s last time on this machine (seconds if the compilation '
-                'cache holds it)')
-    return ('first time on this machine: from seconds for tiny networks to 1-3 minutes for '
-            "full-size ones on a 2-core CPU; XLA may log 'Very slow compile?' meanwhile, "
-            'which is expected here')
+        return (
+            f'took {last:.0f} s last time on this machine (seconds if the compilation '
+            'cache holds it)'
+        )
+    return (
+        'first time on this machine: from seconds for tiny networks to 1-3 minutes for '
+        "full-size ones on a 2-core CPU; XLA may log 'Very slow compile?' meanwhile, "
+        'which is expected here'
+    )
 
 
 def record(key: str, seconds: float) -> None:

@@ -17,7 +17,7 @@ from hwnas_jax.errors import UserError
 JOBS = ('search', 'train_reference', 'train_arch', 'figure5', 'figure2', 'proxy_study')
 DATA_SOURCES = ('embedded', 'folder', 'tfds')
 STRATEGIES = ('auto', 'vmap', 'loop', 'exact')
-CONV_IMPLS = ('auto', 'xla', 'im2col')
+CONV_IMPLS = ('auto', 'xla', 'im2col', 'xla_cpu')
 BN_MODES = ('eval', 'train')
 GA_INITS = ('random', 'rejection')
 
@@ -62,7 +62,7 @@ def get_config() -> config_dict.ConfigDict:
     c.proxy.pool_size = 512  # Random images from which the lowest-CE batch is chosen.
     c.proxy.strategy = 'auto'  # 'auto' | 'vmap' (shared shapes) | 'loop' | 'exact'.
     c.proxy.chunk_size = 0  # Members per compiled call; 0: auto (1 on CPU, population else).
-    c.proxy.conv_impl = 'auto'  # vmap form: 'auto' | 'xla' | 'im2col' convolutions.
+    c.proxy.conv_impl = 'auto'  # NB201 convolutions: 'auto' (xla_cpu on CPU) | 'xla' | ...
     c.proxy.store = config_dict.placeholder(str)  # SQLite score store shared by searches.
 
     c.hardware = config_dict.ConfigDict()
@@ -144,18 +144,30 @@ def _get(c, field: str) -> Any:
     return c
 
 
-def check_number(c, field: str, lo: float | None = None, hi: float | None = None, *,
-                 integer: bool = False, lo_open: bool = False, hi_open: bool = False) -> None:
+def check_number(
+    c,
+    field: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    integer: bool = False,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     """UserError naming `field` unless it is a finite number (integer) in the range."""
     value = _get(c, field)
     kind = 'an integer' if integer else 'a finite number'
-    bad_type = isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        integer and not float(value).is_integer())
+    bad_type = (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and not float(value).is_integer())
+    )
     if bad_type or not math.isfinite(float(value)):
         _fail(field, value, f'must be {kind}{_range(lo, hi, lo_open, hi_open)}')
     v = float(value)
     if (lo is not None and (v < lo or (lo_open and v == lo))) or (
-            hi is not None and (v > hi or (hi_open and v == hi))):
+        hi is not None and (v > hi or (hi_open and v == hi))
+    ):
         _fail(field, value, f'must be {kind}{_range(lo, hi, lo_open, hi_open)}')
 
 
@@ -199,8 +211,11 @@ def validate(config) -> None:
     space.validate_config(c)
     check_choice(c, 'data.source', DATA_SOURCES)
     if c.data.source == 'folder' and not c.data.root:
-        _fail('data.root', c.data.root, "data.source='folder' needs the folder holding "
-              'train/<label>/<image> (and test/...)')
+        _fail(
+            'data.root',
+            c.data.root,
+            "data.source='folder' needs the folder holding train/<label>/<image> (and test/...)",
+        )
     check_number(c, 'data.num_classes', 2, 100_000, integer=True)
     check_number(c, 'data.image_size', 8, 1024, integer=True)
     check_choice(c, 'reference.bn_mode', BN_MODES)
@@ -220,8 +235,12 @@ def validate(config) -> None:
         if (int(c.reference.depth) - 2) % 6 or c.reference.depth < 8:
             _fail('reference.depth', c.reference.depth, 'a ResNet depth 6n + 2 >= 8 (20, 32, 56)')
     if c.job == 'train_arch' and not c.space.genome:
-        _fail('space.genome', c.space.genome, "train_arch needs the architecture: a search's "
-              "best.json, an NB201 arch string or genome ('3,3,4,1,3,1'), or an OFA config")
+        _fail(
+            'space.genome',
+            c.space.genome,
+            "train_arch needs the architecture: a search's "
+            "best.json, an NB201 arch string or genome ('3,3,4,1,3,1'), or an OFA config",
+        )
     if c.job == 'figure5':
         check_number(c, 'figure5.population', 1, 100_000, integer=True)
         check_number(c, 'figure5.seeds', 1, 10_000, integer=True)
@@ -254,11 +273,16 @@ def _validate_experiments(c) -> None:
             if s.device != 'flops' and c.hardware.missing == 'error':
                 from hwnas_jax.hardware import costs
 
-                known, total = costs.coverage('latency', device=s.device,
-                                              dataset=c.hardware.dataset, table=c.hardware.table)
+                known, total = costs.coverage(
+                    'latency', device=s.device, dataset=c.hardware.dataset, table=c.hardware.table
+                )
                 if known < total:
-                    _fail('hardware.missing', 'error', f'HW-NAS-Bench has {s.device} latency '
-                          f'for {known} of {total} cells: use infeasible or predict')
+                    _fail(
+                        'hardware.missing',
+                        'error',
+                        f'HW-NAS-Bench has {s.device} latency '
+                        f'for {known} of {total} cells: use infeasible or predict',
+                    )
         return
     check_number(c, 'study.num_archs', 1, 15_625, integer=True)
     check_number(c, 'study.heldout_size', 0, 1 << 16, integer=True)
@@ -291,8 +315,12 @@ def _validate_search(c, space, cons) -> None:
         check_number(c, 'proxy.batch_size', 2, 1 << 16, integer=True)
         check_number(c, 'proxy.pool_size', 2, 1 << 20, integer=True)
         if p.batch_size > p.pool_size:
-            _fail('proxy.batch_size', p.batch_size, f'must be <= proxy.pool_size ({p.pool_size}):'
-                  ' the batch is the lowest-loss part of the pool')
+            _fail(
+                'proxy.batch_size',
+                p.batch_size,
+                f'must be <= proxy.pool_size ({p.pool_size}):'
+                ' the batch is the lowest-loss part of the pool',
+            )
         check_choice(c, 'proxy.strategy', STRATEGIES)
         check_choice(c, 'proxy.conv_impl', CONV_IMPLS)
         check_number(c, 'proxy.chunk_size', 0, 1 << 16, integer=True)
@@ -322,7 +350,11 @@ def _validate_search(c, space, cons) -> None:
         raise UserError(f'config.hardware.extra={hw.extra!r} is invalid: {e}') from None
     for x in extra:
         if x.name == primary:
-            _fail('hardware.extra', hw.extra, f'constrains {primary} again (the primary '
-                  'constraint hardware.metric/device/limit already does): give it once')
+            _fail(
+                'hardware.extra',
+                hw.extra,
+                f'constrains {primary} again (the primary '
+                'constraint hardware.metric/device/limit already does): give it once',
+            )
         if not math.isfinite(x.limit) or x.limit <= 0:
             _fail('hardware.extra', hw.extra, f'the limit of {x.name} must be a positive number')

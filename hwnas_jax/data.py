@@ -41,7 +41,7 @@ CIFAR10_CLASSES = (
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 PAD = 4  # Zero padding of the random crop.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 # split -> (packaged file, its sha256); tools/make_sample.py builds both (see their NOTICE).
 SAMPLE_ASSETS = {
     "train": ("cifar10_sample.npz",
@@ -49,7 +49,7 @@ SAMPLE_ASSETS = {
     "test": ("cifar10_test_sample.npz",
              "d4081f62ebb17181510d37a987fba47b43ff28127c6a5e9a487e7c179736d807"),
 }  # fmt: skip
-SAMPLE_ASSET = SAMPLE_ASSETS["train"][0]
+SAMPLE_ASSET = SAMPLE_ASSETS['train'][0]
 
 
 class DataError(UserError):
@@ -115,7 +115,7 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
 
 def resizes(data: Any) -> bool:
     """Whether ``config.data`` asks for images of another stored size to be resized."""
-    return bool(data.get("resize", False))
+    return bool(data.get('resize', False))
 
 
 def fit_size(data: Any, images: np.ndarray) -> np.ndarray:
@@ -160,7 +160,7 @@ def iterate_batches(
       ValueError: ``augment`` without ``rng``.
     """
     if augment and rng is None:
-        raise ValueError("augment=True needs an rng")
+        raise ValueError('augment=True needs an rng')
     n = len(images)
     total = num_batches(n, batch_size, drop_remainder=drop_remainder)
     order = np.arange(n) if rng is None else rng.permutation(n)
@@ -198,23 +198,23 @@ def list_folder(
     split_dir = root / split
     if not split_dir.is_dir():
         found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else None
-        where = f"it holds {found}" if found is not None else "the root does not exist"
+        where = f'it holds {found}' if found is not None else 'the root does not exist'
         raise DataError(
-            f"no folder {split_dir} ({where}); data.root must hold <split>/<label>/<image> "
+            f'no folder {split_dir} ({where}); data.root must hold <split>/<label>/<image> '
             f"with a '{split}' split"
         )
-    class_names = _class_names(root / "train" if (root / "train").is_dir() else split_dir)
+    class_names = _class_names(root / 'train' if (root / 'train').is_dir() else split_dir)
     paths, labels = [], []
     for label_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         if label_dir.name not in class_names:
-            raise DataError(f"class folder {label_dir} is not among the train classes")
+            raise DataError(f'class folder {label_dir} is not among the train classes')
         files = sorted(
             p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
         )
         paths += files
         labels += [class_names.index(label_dir.name)] * len(files)
     if not paths:
-        raise DataError(f"no JPEG or PNG images under {split_dir}/<label>/")
+        raise DataError(f'no JPEG or PNG images under {split_dir}/<label>/')
     return paths, np.asarray(labels, dtype=np.int32), class_names
 
 
@@ -224,11 +224,11 @@ def read_images(paths: list[pathlib.Path]) -> np.ndarray:
     for path in paths:
         try:
             with Image.open(path) as image:
-                images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+                images.append(np.asarray(image.convert('RGB'), dtype=np.uint8))
         except OSError as e:
-            raise DataError(f"cannot decode image {path}: {e}") from None
+            raise DataError(f'cannot decode image {path}: {e}') from None
         if images[-1].shape != images[0].shape:
-            raise DataError(f"{path} is {images[-1].shape[:2]}, others {images[0].shape[:2]}")
+            raise DataError(f'{path} is {images[-1].shape[:2]}, others {images[0].shape[:2]}')
     return np.stack(images)
 
 
@@ -244,7 +244,7 @@ def _load_embedded(split: str) -> tuple[np.ndarray, np.ndarray]:
         path, what=f"the packaged CIFAR-10 {split} sample", keys=("images", "labels"),
         fix="reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax)",
     )  # fmt: skip
-    return arrays["images"], arrays["labels"].astype(np.int32)
+    return arrays['images'], arrays['labels'].astype(np.int32)
 
 
 def _load_tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -260,13 +260,13 @@ def _load_tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         images, labels = tfds.as_numpy(dataset)
     except Exception as e:  # noqa: BLE001  (tfds: download, unknown name or split, ...)
         raise DataError(
-            f"tensorflow_datasets could not load {name!r} split {split!r}: {e}"
+            f'tensorflow_datasets could not load {name!r} split {split!r}: {e}'
         ) from None
     return np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int32)
 
 
 def read_split(
-    source: str, split: str, *, root: str | None = None, name: str = "cifar10"
+    source: str, split: str, *, root: str | None = None, name: str = 'cifar10'
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loads a whole split from a source.
 
@@ -282,30 +282,31 @@ def read_split(
     Raises:
       DataError: unknown source, or missing data (the message says what to do).
     """
-    if source == "embedded":
+    if source == 'embedded':
         return _load_embedded(split)
-    if source == "folder":
+    if source == 'folder':
         paths, labels, _ = list_folder(root, split)
         return read_images(paths), labels
-    if source == "tfds":
+    if source == 'tfds':
         return _load_tfds(name, split)
     raise DataError(f"unknown data.source {source!r}; choose 'embedded', 'folder' or 'tfds'")
 
 
 def _check(data: Any, images: np.ndarray, labels: np.ndarray, what: str, *, any_size=False):
     size = data.image_size
-    want = (images.shape[1], images.shape[1], 3) if any_size and images.ndim == 4 else (
-        size, size, 3)
+    want = (
+        (images.shape[1], images.shape[1], 3) if any_size and images.ndim == 4 else (size, size, 3)
+    )
     if images.ndim != 4 or images.shape[1:] != want or len(labels) != len(images):
         raise DataError(
-            f"{what}: images {images.shape} and labels {labels.shape}; expected "
-            f"[n, {size}, {size}, 3] and [n] (data.image_size={size}; "
-            "--config.data.resize=True resizes square images of another size)"
+            f'{what}: images {images.shape} and labels {labels.shape}; expected '
+            f'[n, {size}, {size}, 3] and [n] (data.image_size={size}; '
+            '--config.data.resize=True resizes square images of another size)'
         )
     if len(labels) and (labels.min() < 0 or labels.max() >= data.num_classes):
         raise DataError(
-            f"{what}: labels span [{labels.min()}, {labels.max()}], outside "
-            f"[0, {data.num_classes}) (data.num_classes={data.num_classes})"
+            f'{what}: labels span [{labels.min()}, {labels.max()}], outside '
+            f'[0, {data.num_classes}) (data.num_classes={data.num_classes})'
         )
     return images, labels
 
@@ -328,14 +329,14 @@ def load_split(
     Raises:
       DataError: missing or mismatched data.
     """
-    if data.source == "embedded" and data.num_classes != len(CIFAR10_CLASSES):
+    if data.source == 'embedded' and data.num_classes != len(CIFAR10_CLASSES):
         raise DataError(
-            f"the embedded sample is CIFAR-10 (10 classes) but data.num_classes is "
+            f'the embedded sample is CIFAR-10 (10 classes) but data.num_classes is '
             f"{data.num_classes}: use data.source='folder' with data.root, or 'tfds' with "
             "data.name (pip install 'hwnas_jax[tfds]'), for other datasets"
         )
     images, labels = read_split(data.source, split, root=data.root, name=data.name)
-    what = f"{data.source} {split} split"
+    what = f'{data.source} {split} split'
     if resizes(data):
         images, labels = _check(data, images, labels, what, any_size=True)
         if stored_size:
@@ -362,16 +363,16 @@ def random_pool(config: Any, rng: np.random.Generator, size: int) -> tuple[np.nd
       DataError: missing data, or fewer than ``size`` training images.
     """
     data = config.data
-    if data.source == "folder":
-        paths, labels, _ = list_folder(data.root, "train")
+    if data.source == 'folder':
+        paths, labels, _ = list_folder(data.root, 'train')
         n = len(paths)
     else:
-        images, labels = load_split(data, "train", stored_size=True)
+        images, labels = load_split(data, 'train', stored_size=True)
         n = len(images)
     if size > n:
-        raise DataError(f"pool of {size} images asked from a training split of {n}")
+        raise DataError(f'pool of {size} images asked from a training split of {n}')
     idx = np.sort(rng.choice(n, size=size, replace=False))
-    if data.source == "folder":
+    if data.source == 'folder':
         pool = read_images([paths[i] for i in idx])
         images, labels = _check(data, pool, labels[idx], "folder train split",
                                 any_size=resizes(data))  # fmt: skip

@@ -115,11 +115,18 @@ def load_npz(source, *, what: str, fix: str, keys: tuple[str, ...] = ()) -> dict
         # member header), SyntaxError/TokenError (a damaged array header), ValueError (numpy's
         # "pickled data" for bytes that are no npy/npz at all: hwnas_jax never unpickles).
         text = str(e)
-        reason = ('it holds pickled objects' if 'Object arrays' in text else
-                  'not an npz archive' if 'pickle' in text else
-                  text.splitlines()[0] if text else type(e).__name__)
-        raise UserError(f'{name}: {what} is damaged or not an hwnas_jax file ({reason}); '
-                        f'{fix}') from None
+        reason = (
+            'it holds pickled objects'
+            if 'Object arrays' in text
+            else 'not an npz archive'
+            if 'pickle' in text
+            else text.splitlines()[0]
+            if text
+            else type(e).__name__
+        )
+        raise UserError(
+            f'{name}: {what} is damaged or not an hwnas_jax file ({reason}); {fix}'
+        ) from None
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise UserError(f'{name}: {what} lacks the arrays {missing}; {fix}')
@@ -149,12 +156,16 @@ def checked_asset(name: str, sha256: str) -> pathlib.Path:
       UserError: the asset is missing or its bytes differ from the release's (reinstall).
     """
     path = asset_path(name)
-    fix = ('reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax, or git '
-           'checkout the file)')
+    fix = (
+        'reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax, or git '
+        'checkout the file)'
+    )
     if not path.is_file():
         raise UserError(f'{path}: packaged asset missing; {fix}')
     got = sha256_file(path)
     if got != sha256:
-        raise UserError(f'{path}: packaged asset changed (sha256 {got[:12]}..., expected '
-                        f'{sha256[:12]}...); {fix}')
+        raise UserError(
+            f'{path}: packaged asset changed (sha256 {got[:12]}..., expected '
+            f'{sha256[:12]}...); {fix}'
+        )
     return path

@@ -35,14 +35,14 @@ from hwnas_jax import fileio, training
 from hwnas_jax.errors import UserError
 from hwnas_jax.models.resnet import ResNet
 
-PRETRAINED_ASSET = "resnet20_cifar10.npz"
+PRETRAINED_ASSET = 'resnet20_cifar10.npz'
 # File sha256 of the packaged weights (tools/convert_reference.py; NOTICE-resnet20.txt).
-PRETRAINED_SHA256 = "d9f6844725a6339ff082b813adb75e8f9a255269d79d205e6f9af0493e951404"
+PRETRAINED_SHA256 = 'd9f6844725a6339ff082b813adb75e8f9a255269d79d205e6f9af0493e951404'
 CHECKPOINT_NAME = training.CHECKPOINT_NAME
 METRICS_NAME = training.METRICS_NAME
-BN_MODES = {"eval": False, "train": True}  # bn_mode -> `train` flag of the module.
-ARCHS = ("resnet20", "ofa_max")
-SPACE_ARCHS = {"nb201": "resnet20", "ofa": "ofa_max"}  # The default reference of each space.
+BN_MODES = {'eval': False, 'train': True}  # bn_mode -> `train` flag of the module.
+ARCHS = ('resnet20', 'ofa_max')
+SPACE_ARCHS = {'nb201': 'resnet20', 'ofa': 'ofa_max'}  # The default reference of each space.
 OFA_MAX_GENOME = (2,) * 45  # Kernel 7, expand 6, depth 4 everywhere (see spaces.ofa_net).
 
 Variables = dict[str, Any]
@@ -54,7 +54,7 @@ _eval_split = training.eval_split
 
 def _to_variables(module: nn.Module, flat: Mapping[str, Any], what: str) -> Variables:
     """Checks flat arrays against the module's variables and nests them."""
-    size = getattr(module, "resolution", 32)  # ResNets take any size; OFA nets their own.
+    size = getattr(module, 'resolution', 32)  # ResNets take any size; OFA nets their own.
     return training.to_variables(training.flat_shapes(module, size), flat, what)
 
 
@@ -64,11 +64,10 @@ def arch(config: Any) -> str:
     Raises:
       UserError: an unknown architecture or space.
     """
-    name = config.reference.get("arch", "") or SPACE_ARCHS.get(config.space.name)
+    name = config.reference.get('arch', '') or SPACE_ARCHS.get(config.space.name)
     if name not in ARCHS:
         raise UserError(
-            f"unknown reference.arch {name!r} (space {config.space.name!r}); choose one of "
-            f"{ARCHS}"
+            f'unknown reference.arch {name!r} (space {config.space.name!r}); choose one of {ARCHS}'
         )
     return name
 
@@ -84,12 +83,12 @@ def _ofa_network(model: Mapping[str, Any]) -> nn.Module:
 
 def _module(model: Mapping[str, Any]) -> nn.Module:
     """The network a checkpoint's model description names (ResNets predate the 'arch' key)."""
-    kind = model.get("arch", "resnet20")
-    if kind == "resnet20":
-        return ResNet(depth=int(model["depth"]), num_classes=int(model["num_classes"]))
-    if kind == "ofa_max":
+    kind = model.get('arch', 'resnet20')
+    if kind == 'resnet20':
+        return ResNet(depth=int(model['depth']), num_classes=int(model['num_classes']))
+    if kind == 'ofa_max':
         return _ofa_network(model)
-    raise UserError(f"unknown reference architecture {kind!r} in a checkpoint")
+    raise UserError(f'unknown reference architecture {kind!r} in a checkpoint')
 
 
 def build(config: Any) -> tuple[nn.Module, dict[str, Any]]:
@@ -99,14 +98,14 @@ def build(config: Any) -> tuple[nn.Module, dict[str, Any]]:
       UserError: unknown architecture, or an OFA resolution other than the data's image size.
     """
     classes = int(config.data.num_classes)
-    if arch(config) == "resnet20":
-        model = {"depth": int(config.reference.get("depth", 20)), "num_classes": classes}
+    if arch(config) == 'resnet20':
+        model = {'depth': int(config.reference.get('depth', 20)), 'num_classes': classes}
         return _module(model), model
     if config.space.resolution != config.data.image_size:
         raise UserError(
-            f"the OFA reference takes {config.space.resolution}px images (space.resolution) "
-            f"but data.image_size is {config.data.image_size}: set both to the same value "
-            "(and --config.data.resize=True to resize the stored images)"
+            f'the OFA reference takes {config.space.resolution}px images (space.resolution) '
+            f'but data.image_size is {config.data.image_size}: set both to the same value '
+            '(and --config.data.resize=True to resize the stored images)'
         )
     model = {"arch": "ofa_max", "num_classes": classes,
              "width_mult": float(config.space.width_mult),
@@ -128,7 +127,7 @@ def load_pretrained(num_classes: int = 10) -> tuple[ResNet, Variables]:
     """
     if num_classes != 10:
         raise UserError(
-            f"the packaged reference is a CIFAR-10 model (10 classes), not {num_classes}: train "
+            f'the packaged reference is a CIFAR-10 model (10 classes), not {num_classes}: train '
             "one with job='train_reference' and set --config.reference.checkpoint=<workdir>"
         )
     module = ResNet(depth=20, num_classes=10)
@@ -153,23 +152,23 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, Variables]:
       UserError: missing, damaged (digest mismatch), corrupt or mismatched checkpoint.
     """
     state = training.read_checkpoint(path)
-    model = state["model"]
-    if not isinstance(model, Mapping) or "space" in model:
-        raise UserError(f"{path} holds an architecture trained by train_arch, not a reference")
+    model = state['model']
+    if not isinstance(model, Mapping) or 'space' in model:
+        raise UserError(f'{path} holds an architecture trained by train_arch, not a reference')
     module = _module(model)
     flat = traverse_util.flatten_dict(
-        {"params": state["params"], "batch_stats": state["batch_stats"]}, sep="/"
+        {'params': state['params'], 'batch_stats': state['batch_stats']}, sep='/'
     )
     return module, _to_variables(module, flat, str(path))
 
 
 def _train_command(config: Any) -> str:
-    variant = config.data.name if config.data.name in ("cifar10", "cifar100") else "cifar10"
+    variant = config.data.name if config.data.name in ('cifar10', 'cifar100') else 'cifar10'
     if config.space.resolution == 32:
-        variant += "_32"
+        variant += '_32'
     return (
-        f"python launch.py --config configs/train_reference_ofa.py:{variant} "
-        "--workdir workdirs/ofa_max"
+        f'python launch.py --config configs/train_reference_ofa.py:{variant} '
+        '--workdir workdirs/ofa_max'
     )
 
 
@@ -183,42 +182,42 @@ def load(config: Any) -> tuple[nn.Module, Variables]:
     kind = arch(config)
     path = config.reference.checkpoint
     if not path:
-        if kind == "resnet20":
+        if kind == 'resnet20':
             return load_pretrained(config.data.num_classes)
         raise UserError(
-            "no pretrained OFA reference ships with hwnas_jax: train the largest OFA subnet "
-            f"with `{_train_command(config)}` (--config.data.* for your training data; the "
-            "same space.width_mult and space.resolution as this run), then pass "
-            "--config.reference.checkpoint=workdirs/ofa_max"
+            'no pretrained OFA reference ships with hwnas_jax: train the largest OFA subnet '
+            f'with `{_train_command(config)}` (--config.data.* for your training data; the '
+            'same space.width_mult and space.resolution as this run), then pass '
+            '--config.reference.checkpoint=workdirs/ofa_max'
         )
     module, variables = load_checkpoint(path)
-    found = "ofa_max" if hasattr(module, "genome") else "resnet20"
+    found = 'ofa_max' if hasattr(module, 'genome') else 'resnet20'
     if found != kind:
         raise UserError(
-            f"reference {path} is a {found} model but reference.arch is {kind!r} (space "
-            f"{config.space.name!r}): set --config.reference.arch={found} to use it"
+            f'reference {path} is a {found} model but reference.arch is {kind!r} (space '
+            f'{config.space.name!r}): set --config.reference.arch={found} to use it'
         )
     if module.num_classes != config.data.num_classes:
         raise UserError(
-            f"reference {path} has {module.num_classes} classes, "
-            f"data.num_classes is {config.data.num_classes}"
+            f'reference {path} has {module.num_classes} classes, '
+            f'data.num_classes is {config.data.num_classes}'
         )
-    if kind == "ofa_max":
+    if kind == 'ofa_max':
         if module.resolution != config.space.resolution:
             raise UserError(
-                f"reference {path} was trained at {module.resolution}px, the search runs at "
-                f"space.resolution={config.space.resolution}: train one at that resolution"
+                f'reference {path} was trained at {module.resolution}px, the search runs at '
+                f'space.resolution={config.space.resolution}: train one at that resolution'
             )
         if module.width_mult != config.space.width_mult:
             logging.warning("Reference %s has width %g, the search space %g.", path,
                             module.width_mult, config.space.width_mult)  # fmt: skip
-        stages = tuple(int(s) for s in str(config.space.feature_stages).split(","))
+        stages = tuple(int(s) for s in str(config.space.feature_stages).split(','))
         module = module.clone(feature_stages=stages)
     return module, variables
 
 
 def make_feature_fn(
-    module: nn.Module, variables: Variables, *, bn_mode: str = "eval"
+    module: nn.Module, variables: Variables, *, bn_mode: str = 'eval'
 ) -> Callable[[jax.Array], tuple[jax.Array, list[jax.Array]]]:
     """A jitted ``images -> (logits, features)`` of the reference.
 
@@ -237,7 +236,7 @@ def make_feature_fn(
       UserError: unknown ``bn_mode`` (``config.reference.bn_mode``).
     """
     if bn_mode not in BN_MODES:
-        raise UserError(f"unknown bn_mode {bn_mode!r}; choose one of {sorted(BN_MODES)}")
+        raise UserError(f'unknown bn_mode {bn_mode!r}; choose one of {sorted(BN_MODES)}')
     # Variables are an argument, not closed-over constants baked into the compiled program.
     return functools.partial(_features, module, BN_MODES[bn_mode], variables)
 
@@ -247,7 +246,7 @@ def _features(
     module: nn.Module, train: bool, variables: Variables, images: jax.Array
 ) -> tuple[jax.Array, list[jax.Array]]:
     if train:  # Batch statistics; the updated running averages are dropped.
-        out, _ = module.apply(variables, images, train=True, mutable=["batch_stats"])
+        out, _ = module.apply(variables, images, train=True, mutable=['batch_stats'])
         return out
     return module.apply(variables, images, train=False)
 
@@ -269,7 +268,7 @@ def train(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
     """
     module, model = build(config)
     if isinstance(module, ResNet):
-        name = f"ResNet-{module.depth} ({module.num_classes} classes)"
+        name = f'ResNet-{module.depth} ({module.num_classes} classes)'
     else:
         name = (f"the OFA max subnet (k7, e6, d4; width {module.width_mult:g}, "
                 f"{module.num_classes} classes)")  # fmt: skip

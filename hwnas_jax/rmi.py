@@ -51,8 +51,7 @@ def _flatten(name: str, x: ArrayLike) -> jax.Array:
     if x.ndim < 1:
         raise ValueError(f'{name} must have an example axis, got a scalar (shape {x.shape}).')
     if x.shape[0] < 2:
-        raise ValueError(
-            f'{name} needs at least 2 examples to centre over, got shape {x.shape}.')
+        raise ValueError(f'{name} needs at least 2 examples to centre over, got shape {x.shape}.')
     return x.reshape(x.shape[0], -1).astype(jnp.float32)
 
 
@@ -90,7 +89,8 @@ def linear_cka(x: ArrayLike, y: ArrayLike) -> jax.Array:
     if x.shape[0] != y.shape[0]:
         raise ValueError(
             f'linear_cka needs the same number of examples in x and y, got x of shape '
-            f'{x.shape} and y of shape {y.shape} (after flattening per example).')
+            f'{x.shape} and y of shape {y.shape} (after flattening per example).'
+        )
     gram_x = _centred_gram(x)
     gram_y = _centred_gram(y)
     hsic_xy = jnp.vdot(gram_x, gram_y)
@@ -106,8 +106,10 @@ def _is_traced(x: ArrayLike) -> bool:
 def _check_finite(fn: str, name: str, x: ArrayLike) -> None:
     """Raises (concrete input) or stages a checkify check (traced input) on non-finite entries."""
     if _is_traced(x):
-        checkify.check(jnp.all(jnp.isfinite(x)),
-                       f'{fn}: {name} has NaN or infinite entries (features of shape {x.shape})')
+        checkify.check(
+            jnp.all(jnp.isfinite(x)),
+            f'{fn}: {name} has NaN or infinite entries (features of shape {x.shape})',
+        )
         return
     with jax.ensure_compile_time_eval():  # A constant inside jit: check it now, at trace time.
         x = jnp.asarray(x)
@@ -116,7 +118,8 @@ def _check_finite(fn: str, name: str, x: ArrayLike) -> None:
         raise ValueError(
             f'{fn}: {name} has {bad} NaN or infinite entr{"y" if bad == 1 else "ies"} among '
             f'{x.size} (features of shape {x.shape}); CKA of such features is undefined. Look for '
-            'a diverged model, an overflow in low precision, or a damaged input batch.')
+            'a diverged model, an overflow in low precision, or a damaged input batch.'
+        )
 
 
 def _check_labels(labels: ArrayLike, num_classes: int) -> None:
@@ -129,8 +132,9 @@ def _check_labels(labels: ArrayLike, num_classes: int) -> None:
             raise ValueError(
                 f'rmi_loss: labels must be class indices in [0, {num_classes}) for logits of '
                 f'{num_classes} classes; got {n_bad} outside, e.g. '
-                f'{labels[jnp.argmax(bad)].item()}: check the dataset\'s labels and the model\'s '
-                'number of classes.')
+                f"{labels[jnp.argmax(bad)].item()}: check the dataset's labels and the model's "
+                'number of classes.'
+            )
 
 
 def checked_linear_cka(x: ArrayLike, y: ArrayLike) -> jax.Array:
@@ -187,7 +191,8 @@ def _check_layers(ref_features: Sequence[ArrayLike], features: Sequence[ArrayLik
         raise ValueError(
             f'RMI matches layers one to one, got {len(ref_features)} reference layers of shapes '
             f'{[jnp.shape(f) for f in ref_features]} and {len(features)} candidate layers of '
-            f'shapes {[jnp.shape(f) for f in features]}.')
+            f'shapes {[jnp.shape(f) for f in features]}.'
+        )
     if not features:
         raise ValueError('RMI needs at least one matched layer, got none.')
 
@@ -230,8 +235,14 @@ def rmi_score(ref_features: Sequence[ArrayLike], features: Sequence[ArrayLike]) 
     return jnp.sum(layer_ckas(ref_features, features))
 
 
-def rmi_loss(ref_features: Sequence[ArrayLike], features: Sequence[ArrayLike],
-             logits: ArrayLike, labels: ArrayLike, *, beta: float = 0.8) -> jax.Array:
+def rmi_loss(
+    ref_features: Sequence[ArrayLike],
+    features: Sequence[ArrayLike],
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    beta: float = 0.8,
+) -> jax.Array:
     """The single-batch training loss: RMI term plus cross-entropy (paper Eq. 3).
 
         loss = beta * sum_l (1 - CKA_l) + (1 - beta) * mean_i CE(logits_i, labels_i).
@@ -264,7 +275,8 @@ def rmi_loss(ref_features: Sequence[ArrayLike], features: Sequence[ArrayLike],
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(
             f'rmi_loss needs logits [n, classes] and labels [n], got logits of shape '
-            f'{logits.shape} and labels of shape {labels.shape}.')
+            f'{logits.shape} and labels of shape {labels.shape}.'
+        )
     num_classes = logits.shape[1]
     if not _is_traced(given):
         # Only the given object tells: inside jit even jnp.asarray(constant) is a tracer.
@@ -273,7 +285,8 @@ def rmi_loss(ref_features: Sequence[ArrayLike], features: Sequence[ArrayLike],
     if jnp.shape(features[0])[0] != logits.shape[0]:
         raise ValueError(
             f'rmi_loss needs logits for the same examples as the features, got logits of shape '
-            f'{logits.shape} and features of shape {jnp.shape(features[0])}.')
+            f'{logits.shape} and features of shape {jnp.shape(features[0])}.'
+        )
     log_probs = jax.nn.log_softmax(logits)
     index = labels[:, None].astype(jnp.int32)
     # NaN in the rows of invalid labels: whether the gather wraps (-1) or fills (>= classes),

@@ -27,11 +27,11 @@ from hwnas_jax.errors import UserError
 
 def _from_best_json(text: str) -> Any | None:
     """The genome of a search's best.json when ``text`` is such a file's path, else None."""
-    if not text.endswith(".json") or not os.path.isfile(text):
+    if not text.endswith('.json') or not os.path.isfile(text):
         return None
     try:
         with open(text) as f:
-            return json.load(f)["genome"]
+            return json.load(f)['genome']
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"cannot read the genome of {text} (a search's best.json): {e}") from None
 
@@ -74,17 +74,24 @@ def train(config: Any, workdir: str | os.PathLike) -> dict[str, float]:
     import jax
 
     space = spaces.make(config)
+    space.validate_config(config)  # E.g. an OFA resolution other than data.image_size.
     genome = parse_genome(space, config.space.genome)
     kwargs = space.network_kwargs()
     module = space.exact_network(genome, backend=jax.default_backend())
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     arch = space.describe(genome)
-    fileio.atomic_write_json(workdir / "arch.json", arch, indent=2)
-    cost = {k: arch[k] for k in ("macs", "flops", "params") if k in arch}
-    logging.info("Architecture %s: %s", arch.get("arch_str") or arch.get("config"), cost)
-    model = {"space": space.name, "genome": list(genome), **kwargs}
-    record = training.fit(module, config, workdir, model=model, name=f"the {space.name} "
-                          f"architecture ({', '.join(f'{k} {v:.4g} M' for k, v in cost.items())})")
-    logging.info("Test accuracy of the architecture: %.2f%%.", record.get("test_accuracy", np.nan))
+    fileio.atomic_write_json(workdir / 'arch.json', arch, indent=2)
+    cost = {k: arch[k] for k in ('macs', 'flops', 'params') if k in arch}
+    logging.info('Architecture %s: %s', arch.get('arch_str') or arch.get('config'), cost)
+    model = {'space': space.name, 'genome': list(genome), **kwargs}
+    record = training.fit(
+        module,
+        config,
+        workdir,
+        model=model,
+        name=f'the {space.name} '
+        f'architecture ({", ".join(f"{k} {v:.4g} M" for k, v in cost.items())})',
+    )
+    logging.info('Test accuracy of the architecture: %.2f%%.', record.get('test_accuracy', np.nan))
     return record

@@ -37,7 +37,7 @@ from hwnas_jax import checkpoint, data, fileio
 from hwnas_jax.errors import UserError
 
 CHECKPOINT_NAME = checkpoint.CHECKPOINT_NAME
-METRICS_NAME = "metrics.jsonl"
+METRICS_NAME = 'metrics.jsonl'
 
 Variables = dict[str, Any]
 # The checkpoint reader (format and checks in hwnas_jax.checkpoint).
@@ -49,7 +49,7 @@ def flat_shapes(module: nn.Module, image_size: int) -> dict[str, tuple[int, ...]
     images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
     init = functools.partial(module.init, train=False)
     shapes = jax.eval_shape(init, jax.random.key(0), images)
-    return {k: v.shape for k, v in traverse_util.flatten_dict(shapes, sep="/").items()}
+    return {k: v.shape for k, v in traverse_util.flatten_dict(shapes, sep='/').items()}
 
 
 def to_variables(
@@ -63,13 +63,13 @@ def to_variables(
     missing, extra = sorted(set(expected) - set(flat)), sorted(set(flat) - set(expected))
     if missing or extra:
         raise UserError(
-            f"{what} does not match the model: missing {missing[:3]}, unexpected {extra[:3]}"
+            f'{what} does not match the model: missing {missing[:3]}, unexpected {extra[:3]}'
         )
     for key, shape in expected.items():
         if np.shape(flat[key]) != shape:
-            raise UserError(f"{what}: {key} has shape {np.shape(flat[key])}, expected {shape}")
+            raise UserError(f'{what}: {key} has shape {np.shape(flat[key])}, expected {shape}')
     flat = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in flat.items()}
-    return traverse_util.unflatten_dict(flat, sep="/")
+    return traverse_util.unflatten_dict(flat, sep='/')
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -114,7 +114,7 @@ def evaluate(
         batch_loss, batch_correct = _eval_step(module, variables, batch, batch_labels, mask)
         loss, correct = loss + batch_loss, correct + batch_correct
     n = max(len(images), 1)
-    return {"loss": float(loss) / n, "accuracy": 100.0 * float(correct) / n}
+    return {'loss': float(loss) / n, 'accuracy': 100.0 * float(correct) / n}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -170,20 +170,20 @@ def train_step(
     """
 
     def loss_fn(params):
-        variables = {"params": params, "batch_stats": state.batch_stats}
+        variables = {'params': params, 'batch_stats': state.batch_stats}
         (logits, _), updates = module.apply(
-            variables, data.normalize(images), train=True, mutable=["batch_stats"]
+            variables, data.normalize(images), train=True, mutable=['batch_stats']
         )
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return loss, (logits, updates.get("batch_stats", {}))
+        return loss, (logits, updates.get('batch_stats', {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = hyper.optimizer().update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
-        "loss_sum": loss * labels.shape[0],
-        "correct": jnp.sum(jnp.argmax(logits, axis=-1) == labels),
-        "count": labels.shape[0],
+        'loss_sum': loss * labels.shape[0],
+        'correct': jnp.sum(jnp.argmax(logits, axis=-1) == labels),
+        'count': labels.shape[0],
     }
     return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
 
@@ -205,21 +205,21 @@ def _restore_checkpoint(path: pathlib.Path, state: TrainState, meta: dict[str, A
     for key, value in meta.items():
         if _jsonable(saved.get(key)) != value:
             raise UserError(
-                f"{path} was written by a different run ({key}: {saved.get(key)} != {value}); "
-                "resume with the same config or use a new workdir"
+                f'{path} was written by a different run ({key}: {saved.get(key)} != {value}); '
+                'resume with the same config or use a new workdir'
             )
     expected = traverse_util.flatten_dict(
-        {"params": state.params, "batch_stats": state.batch_stats}, sep="/"
+        {'params': state.params, 'batch_stats': state.batch_stats}, sep='/'
     )
     flat = traverse_util.flatten_dict(
-        {"params": saved["params"], "batch_stats": saved["batch_stats"]}, sep="/"
+        {'params': saved['params'], 'batch_stats': saved['batch_stats']}, sep='/'
     )
     variables = to_variables({k: v.shape for k, v in expected.items()}, flat, str(path))
-    opt_state = flax.serialization.from_state_dict(state.opt_state, saved["opt_state"])
+    opt_state = flax.serialization.from_state_dict(state.opt_state, saved['opt_state'])
     return TrainState(
-        step=jnp.asarray(saved["step"], jnp.int32),
-        params=variables["params"],
-        batch_stats=variables.get("batch_stats", {}),
+        step=jnp.asarray(saved['step'], jnp.int32),
+        params=variables['params'],
+        batch_stats=variables.get('batch_stats', {}),
         opt_state=jax.tree.map(jnp.asarray, opt_state),
     )
 
@@ -227,9 +227,9 @@ def _restore_checkpoint(path: pathlib.Path, state: TrainState, meta: dict[str, A
 def _record_step(line: str) -> float:
     """The step of a metrics line; +inf for a partial line (a run killed while appending)."""
     try:
-        return float(json.loads(line)["step"])
+        return float(json.loads(line)['step'])
     except (ValueError, KeyError, TypeError):
-        return float("inf")
+        return float('inf')
 
 
 def _truncate_metrics(path: pathlib.Path, step: int) -> None:
@@ -239,7 +239,7 @@ def _truncate_metrics(path: pathlib.Path, step: int) -> None:
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     kept = [line for line in lines if _record_step(line) <= step]
     if len(kept) != len(lines):
-        fileio.atomic_write_text(path, "".join(line + "\n" for line in kept))
+        fileio.atomic_write_text(path, ''.join(line + '\n' for line in kept))
 
 
 def _jsonable(value: Any) -> Any:
@@ -253,12 +253,12 @@ def _step(module, hyper, state, images, labels, *, wait: bool):
         out = train_step(module, hyper, state, images, labels)
         return jax.block_until_ready(out) if wait else out
     except jax.errors.JaxRuntimeError as e:
-        if "RESOURCE_EXHAUSTED" not in str(e):
+        if 'RESOURCE_EXHAUSTED' not in str(e):
             raise
         raise UserError(
-            f"out of memory for a training step on a batch of {len(images)} images of "
-            f"{images.shape[1]} px ({str(e).splitlines()[0][:200]}); lower "
-            "--config.train.batch_size (and the learning rate with it)"
+            f'out of memory for a training step on a batch of {len(images)} images of '
+            f'{images.shape[1]} px ({str(e).splitlines()[0][:200]}); lower '
+            '--config.train.batch_size (and the learning rate with it)'
         ) from None
 
 
@@ -268,12 +268,12 @@ def eval_split(config: Any) -> tuple[np.ndarray, np.ndarray, str]:
     With ``config.train.eval_size`` > 0, only that many images, evenly spaced over the split
     (which may be sorted by class), for quick smoke runs.
     """
-    images, labels = data.load_split(config.data, "test", stored_size=True)
-    size = int(config.train.get("eval_size", 0))
+    images, labels = data.load_split(config.data, 'test', stored_size=True)
+    size = int(config.train.get('eval_size', 0))
     if 0 < size < len(images):
         idx = np.linspace(0, len(images) - 1, size).round().astype(int)
         images, labels = images[idx], labels[idx]
-    return images, labels, "test"
+    return images, labels, 'test'
 
 
 def fit(
@@ -309,12 +309,14 @@ def fit(
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     tc, size = config.train, config.data.image_size
-    images, labels = data.load_split(config.data, "train", stored_size=True)
+    images, labels = data.load_split(config.data, 'train', stored_size=True)
     test_images, test_labels, test_split = eval_split(config)
     steps_per_epoch = len(images) // tc.batch_size
     if steps_per_epoch == 0:
-        raise UserError(f"{len(images)} training images, fewer than one batch of {tc.batch_size}"
-                        " (--config.train.batch_size)")
+        raise UserError(
+            f'{len(images)} training images, fewer than one batch of {tc.batch_size}'
+            ' (--config.train.batch_size)'
+        )
     total_steps = tc.epochs * steps_per_epoch
     last_step = min(total_steps, tc.max_steps) if tc.max_steps > 0 else total_steps
     # What a resumed run must share with the checkpoint for the same result.
@@ -328,22 +330,28 @@ def fit(
     hyper = Hyper(float(tc.learning_rate), float(tc.momentum), float(tc.weight_decay), total_steps)
     schedule = hyper.schedule()
     variables = _init(module, jax.random.key(config.seed), size)
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    params, batch_stats = variables['params'], variables.get('batch_stats', {})
     opt_state = hyper.optimizer().init(params)
     state = TrainState(jnp.zeros((), jnp.int32), params, batch_stats, opt_state)
     ckpt_path, metrics_path = workdir / CHECKPOINT_NAME, workdir / METRICS_NAME
     if ckpt_path.exists():
         state = _restore_checkpoint(ckpt_path, state, meta)
-        logging.info("Resuming from %s at step %d.", ckpt_path, int(state.step))
+        logging.info('Resuming from %s at step %d.', ckpt_path, int(state.step))
     _truncate_metrics(metrics_path, int(state.step))
     resize_to = size if data.resizes(config.data) and images.shape[1] != size else None
 
     def test_metrics() -> dict[str, float]:
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        variables = {'params': state.params, 'batch_stats': state.batch_stats}
         # Batches of the training size: forward passes then fit wherever training does.
-        evaluation = evaluate(module, variables, test_images, test_labels, image_size=resize_to,
-                              batch_size=max(1, min(tc.batch_size, len(test_images))))
-        return {"test_loss": evaluation["loss"], "test_accuracy": evaluation["accuracy"]}
+        evaluation = evaluate(
+            module,
+            variables,
+            test_images,
+            test_labels,
+            image_size=resize_to,
+            batch_size=max(1, min(tc.batch_size, len(test_images))),
+        )
+        return {'test_loss': evaluation['loss'], 'test_accuracy': evaluation['accuracy']}
 
     step, record, compile_s = int(state.step), {}, None
     logging.info(
@@ -369,7 +377,7 @@ def fit(
             step += 1
             if compile_s is None:
                 compile_s, tic, timed_from = time.perf_counter() - tic, time.perf_counter(), step
-                logging.info("First step (with compilation): %.1f s.", compile_s)
+                logging.info('First step (with compilation): %.1f s.', compile_s)
             if step >= last_step:
                 break
         sums = jax.device_get(sums)
@@ -377,12 +385,12 @@ def fit(
         done_epochs, in_epoch = divmod(step, steps_per_epoch)
         finished = step >= last_step
         record = {
-            "step": step,
-            "epoch": step / steps_per_epoch,
-            "learning_rate": float(schedule(step)),
-            "train_loss": float(sums["loss_sum"]) / float(sums["count"]),
-            "train_accuracy": 100.0 * float(sums["correct"]) / float(sums["count"]),
-            "seconds": seconds,
+            'step': step,
+            'epoch': step / steps_per_epoch,
+            'learning_rate': float(schedule(step)),
+            'train_loss': float(sums['loss_sum']) / float(sums['count']),
+            'train_accuracy': 100.0 * float(sums['correct']) / float(sums['count']),
+            'seconds': seconds,
         }
         if finished or (in_epoch == 0 and done_epochs % tc.eval_every == 0):
             record.update(test_metrics())
@@ -394,10 +402,10 @@ def fit(
             test_split, f"{record['test_accuracy']:.2f}%" if "test_accuracy" in record else "-",
             record["learning_rate"], per_step * steps_per_epoch, per_step * (last_step - step),
         )  # fmt: skip
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        with open(metrics_path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
         if finished or (in_epoch == 0 and done_epochs % tc.checkpoint_every == 0):
             _save_checkpoint(ckpt_path, state, meta)
     if not record:  # Nothing left to train: report the checkpoint's test metrics.
-        record = {"step": step, "epoch": step / steps_per_epoch, **test_metrics()}
+        record = {'step': step, 'epoch': step / steps_per_epoch, **test_metrics()}
     return record

@@ -44,10 +44,14 @@ def lock(workdir: str):
         except OSError:
             with open(path) as f:
                 holder = f.read().strip() or 'another process'
-            raise UserError(f'{workdir} is in use by another run ({holder}); wait for it to '
-                            'end, or use another --workdir') from None
-        info = (f'pid {os.getpid()} on {socket.gethostname()}, started '
-                f'{datetime.datetime.now():%Y-%m-%d %H:%M:%S}: {" ".join(sys.argv)}')
+            raise UserError(
+                f'{workdir} is in use by another run ({holder}); wait for it to '
+                'end, or use another --workdir'
+            ) from None
+        info = (
+            f'pid {os.getpid()} on {socket.gethostname()}, started '
+            f'{datetime.datetime.now():%Y-%m-%d %H:%M:%S}: {" ".join(sys.argv)}'
+        )
         os.ftruncate(fd, 0)
         os.write(fd, info.encode())
         yield

@@ -68,8 +68,9 @@ def naswot_kernel(codes: Sequence[ArrayLike], weights: ArrayLike | None = None) 
         raise ValueError('naswot_kernel needs at least one ReLU layer, got none')
     n = jnp.shape(codes[0])[0]
     if any(jnp.shape(a)[0] != n for a in codes):
-        raise ValueError('every layer needs the same examples, got '
-                         f'{[jnp.shape(a) for a in codes]}')
+        raise ValueError(
+            f'every layer needs the same examples, got {[jnp.shape(a) for a in codes]}'
+        )
     w = jnp.ones(len(codes)) if weights is None else jnp.asarray(weights, jnp.float32)
     if w.shape != (len(codes),):
         raise ValueError(f'weights must be [{len(codes)}], got {w.shape}')
@@ -94,9 +95,13 @@ def is_weight(path: tuple) -> bool:
     return getattr(last, 'key', getattr(last, 'name', None)) == 'kernel'
 
 
-def make_synflow(apply_fn: Callable[..., jax.Array], input_shape: Sequence[int], *,
-                 select: Callable[[tuple], bool] = is_weight,
-                 compiler_options: dict | None = None) -> Callable[..., float]:
+def make_synflow(
+    apply_fn: Callable[..., jax.Array],
+    input_shape: Sequence[int],
+    *,
+    select: Callable[[tuple], bool] = is_weight,
+    compiler_options: dict | None = None,
+) -> Callable[..., float]:
     """A compiled synflow scorer: ``score(params, *args) -> float``.
 
         score = sum_{theta in select} |theta * dR/dtheta|,   R = sum(apply_fn(|params|, 1, *args)),
@@ -119,8 +124,11 @@ def make_synflow(apply_fn: Callable[..., jax.Array], input_shape: Sequence[int],
         x = jnp.ones((1, *shape), jnp.float64)
         grads = jax.grad(lambda q: jnp.sum(apply_fn(q, x, *args)))(p)
         leaves = jax.tree_util.tree_flatten_with_path(p)[0]
-        terms = [jnp.sum(jnp.abs(a * g)) for (path, a), g in zip(leaves, jax.tree.leaves(grads))
-                 if select(path)]
+        terms = [
+            jnp.sum(jnp.abs(a * g))
+            for (path, a), g in zip(leaves, jax.tree.leaves(grads))
+            if select(path)
+        ]
         if not terms:
             raise ValueError('synflow: no parameter matches `select`')
         return jnp.sum(jnp.stack(terms))
@@ -148,8 +156,9 @@ def _op_weight(name: str, genome: jax.Array) -> jax.Array:
     return (genome[e] == nb201.OPS.index(op)).astype(jnp.float32)
 
 
-def nb201_relu_inputs(model: nn.Module, variables: Any, images: jax.Array,
-                      genome: jax.Array) -> tuple[list[jax.Array], jax.Array]:
+def nb201_relu_inputs(
+    model: nn.Module, variables: Any, images: jax.Array, genome: jax.Array
+) -> tuple[list[jax.Array], jax.Array]:
     """The inputs of every ReLU of a NAS-Bench-201 population network, and which are used.
 
     Call inside a traced function. The ReLUs are those of every ReLUConvBN (cell conv ops and
@@ -175,15 +184,15 @@ def nb201_relu_inputs(model: nn.Module, variables: Any, images: jax.Array,
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(capture):
-        (_, feats), _ = model.apply(variables, images, genome, train=True,
-                                    mutable=['batch_stats'])
+        (_, feats), _ = model.apply(variables, images, genome, train=True, mutable=['batch_stats'])
     codes.append(feats[-1])
     weights.append(jnp.ones((), jnp.float32))
     return codes, jnp.stack(weights)
 
 
-def nb201_naswot_kernel(model: nn.Module, *,
-                        compiler_options: dict | None = None) -> Callable[..., jax.Array]:
+def nb201_naswot_kernel(
+    model: nn.Module, *, compiler_options: dict | None = None
+) -> Callable[..., jax.Array]:
     """Jitted ``(variables, images [n, H, W, 3], genome int32 [6]) -> K_H [n, n]``."""
 
     def kernel(variables, images, genome):
@@ -198,6 +207,7 @@ def _identity_batch_stats(batch_stats: Any) -> Any:
 
     Call with x64 enabled (inside the synflow trace).
     """
+
     def fix(path, a):
         value = 0.0 if getattr(path[-1], 'key', '') == 'mean' else 1.0 - BN_EPS
         return jnp.full(jnp.shape(a), value, jnp.float64)
@@ -205,8 +215,9 @@ def _identity_batch_stats(batch_stats: Any) -> Any:
     return jax.tree_util.tree_map_with_path(fix, batch_stats)
 
 
-def nb201_synflow(model: nn.Module, image_shape: Sequence[int], *,
-                  compiler_options: dict | None = None) -> Callable[..., float]:
+def nb201_synflow(
+    model: nn.Module, image_shape: Sequence[int], *, compiler_options: dict | None = None
+) -> Callable[..., float]:
     """``(variables, genome int32 [6]) -> synflow`` of a NAS-Bench-201 population network.
 
     Args:
@@ -214,6 +225,7 @@ def nb201_synflow(model: nn.Module, image_shape: Sequence[int], *,
       image_shape: (H, W, 3).
       compiler_options: XLA options of the compilation.
     """
+
     def apply_fn(params, x, stats, genome):
         variables = {'params': params, 'batch_stats': _identity_batch_stats(stats)}
         logits, _ = model.apply(variables, x, genome, train=False)
@@ -222,7 +234,6 @@ def nb201_synflow(model: nn.Module, image_shape: Sequence[int], *,
     score = make_synflow(apply_fn, image_shape, compiler_options=compiler_options)
 
     def call(variables, genome) -> float:
-        return score(variables['params'], variables['batch_stats'],
-                     np.asarray(genome, np.int32))
+        return score(variables['params'], variables['batch_stats'], np.asarray(genome, np.int32))
 
     return call

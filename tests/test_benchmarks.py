@@ -21,20 +21,37 @@ import numpy as np
 import pytest
 
 from hwnas_jax import proxy, rmi
-from hwnas_jax.spaces import nb201, nb201_net
+from hwnas_jax.spaces import nb201, nb201_conv, nb201_net
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 HAS_TORCH = importlib.util.find_spec('torch') is not None
 FAST = 'xla_backend_optimization_level=0,xla_llvm_disable_expensive_passes=true'
-FIELDS = {'index', 'genome', 'case', 'strategy', 'conv_impl', 'compile_s', 'compiled_per',
-          'first_call_s', 'run_s', 'member_step_s', 'images_per_s', 'mflops', 'gflops_per_s',
-          'threads', 'backend', 'load_avg_1m', 'finite'}
+FIELDS = {
+    'index',
+    'genome',
+    'case',
+    'strategy',
+    'conv_impl',
+    'compile_s',
+    'compiled_per',
+    'first_call_s',
+    'run_s',
+    'member_step_s',
+    'images_per_s',
+    'mflops',
+    'gflops_per_s',
+    'threads',
+    'backend',
+    'load_avg_1m',
+    'finite',
+}
 
 
 @functools.cache  # Once: the module defines absl flags.
 def _bench_module():
-    spec = importlib.util.spec_from_file_location('proxy_bench',
-                                                  REPO / 'benchmarks' / 'proxy_bench.py')
+    spec = importlib.util.spec_from_file_location(
+        'proxy_bench', REPO / 'benchmarks' / 'proxy_bench.py'
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -42,8 +59,15 @@ def _bench_module():
 
 def _run(args, timeout=600):
     env = dict(os.environ, JAX_PLATFORMS='cpu')
-    res = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=timeout, check=False)
+    res = subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return [json.loads(line) for line in res.stdout.splitlines() if line.startswith('{')]
 
@@ -51,9 +75,18 @@ def _run(args, timeout=600):
 @pytest.mark.slow  # About a minute: two compilations of tiny networks.
 def test_proxy_bench_tiny(tmp_path):
     out = tmp_path / 'bench.jsonl'
-    args = ['benchmarks/proxy_bench.py', '--channels=4', '--cells=1', '--batch=8', '--steps=1',
-            '--rounds=2', '--indices=1462,0', '--cases=loop:xla_cpu,exact:im2col',
-            f'--xla_options={FAST}', f'--out={out}'] + (['--torch'] if HAS_TORCH else [])
+    args = [
+        'benchmarks/proxy_bench.py',
+        '--channels=4',
+        '--cells=1',
+        '--batch=8',
+        '--steps=1',
+        '--rounds=2',
+        '--indices=1462,0',
+        '--cases=loop:xla_cpu,exact:im2col',
+        f'--xla_options={FAST}',
+        f'--out={out}',
+    ] + (['--torch'] if HAS_TORCH else [])
     lines = _run(args)
     cases = ['loop:xla_cpu', 'exact:im2col'] + (['torch'] if HAS_TORCH else [])
     assert [(c['index'], c['case']) for c in lines] == [(i, c) for i in (1462, 0) for c in cases]
@@ -70,12 +103,13 @@ def test_proxy_bench_tiny(tmp_path):
 
 
 def _conv_pair(x, kernel, stride, padding):
-    return (nb201_net._conv(x, kernel, stride, padding, 'xla_cpu'),
-            nb201_net._conv(x, kernel, stride, padding, 'xla'))
+    return (
+        nb201_conv._conv(x, kernel, stride, padding, 'xla_cpu'),
+        nb201_conv._conv(x, kernel, stride, padding, 'xla'),
+    )
 
 
-@pytest.mark.parametrize('k,stride,size', [(3, 1, 8), (3, 2, 8), (3, 2, 7), (1, 1, 6),
-                                           (1, 2, 6)])
+@pytest.mark.parametrize('k,stride,size', [(3, 1, 8), (3, 2, 8), (3, 2, 7), (1, 1, 6), (1, 2, 6)])
 def test_xla_cpu_conv_matches_xla(k, stride, size):
     """Values, both gradients, inside a scan (where XLA:CPU differs) and under vmap."""
     rng = np.random.default_rng(k * 10 + stride)
@@ -84,19 +118,22 @@ def test_xla_cpu_conv_matches_xla(k, stride, size):
     pad = (k - 1) // 2
 
     def loss(impl, x, kernel):
-        return jnp.sum(jnp.sin(nb201_net._conv(x, kernel, stride, pad, impl)))
+        return jnp.sum(jnp.sin(nb201_conv._conv(x, kernel, stride, pad, impl)))
 
     def in_scan(impl):
         def step(carry, _):
             return carry, jax.grad(functools.partial(loss, impl), (0, 1))(x, kernel)
+
         return jax.jit(lambda: jax.lax.scan(step, 0.0, None, length=2)[1])()
 
     for got, want in [(in_scan('xla_cpu'), in_scan('xla')), _conv_pair(x, kernel, stride, pad)]:
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
     kernels = jnp.stack([kernel, 2 * kernel])
-    batched = [jax.vmap(jax.grad(functools.partial(loss, impl), 1), (None, 0))(x, kernels)
-               for impl in ('xla_cpu', 'xla')]
+    batched = [
+        jax.vmap(jax.grad(functools.partial(loss, impl), 1), (None, 0))(x, kernels)
+        for impl in ('xla_cpu', 'xla')
+    ]
     np.testing.assert_allclose(batched[0], batched[1], rtol=1e-5, atol=1e-4)
 
 
@@ -105,18 +142,26 @@ def test_xla_cpu_network_matches_xla():
     kw = dict(channels=4, cells_per_stage=1, num_classes=10)
     x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
     genome = jnp.asarray([3, 2, 3, 1, 4, 3], jnp.int32)
-    nets = {impl: nb201_net.PopulationNetwork(**kw, conv_impl=impl, dispatch='switch')
-            for impl in ('xla', 'xla_cpu')}
+    nets = {
+        impl: nb201_net.PopulationNetwork(**kw, conv_impl=impl, dispatch='switch')
+        for impl in ('xla', 'xla_cpu')
+    }
     v = nets['xla'].init(jax.random.key(1), x, genome, train=False)
 
     def loss(impl, params):
-        (logits, feats), _ = nets[impl].apply({'params': params,
-                                               'batch_stats': v['batch_stats']}, x, genome,
-                                              train=True, mutable=['batch_stats'])
-        return jnp.sum(logits ** 2) + sum(jnp.sum(jnp.sin(f)) for f in feats)
+        (logits, feats), _ = nets[impl].apply(
+            {'params': params, 'batch_stats': v['batch_stats']},
+            x,
+            genome,
+            train=True,
+            mutable=['batch_stats'],
+        )
+        return jnp.sum(logits**2) + sum(jnp.sum(jnp.sin(f)) for f in feats)
 
-    got, want = (jax.jit(jax.value_and_grad(functools.partial(loss, impl)))(v['params'])
-                 for impl in ('xla_cpu', 'xla'))
+    got, want = (
+        jax.jit(jax.value_and_grad(functools.partial(loss, impl)))(v['params'])
+        for impl in ('xla_cpu', 'xla')
+    )
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -174,8 +219,9 @@ def test_torch_network_and_training_match_flax(index):
     genome = nb201.from_index(index)
     channels, cells, steps = 4, 1, 3
     batch = bench.make_batch(channels, 8, 0)
-    model = nb201_net.Network(genome=genome, channels=channels, cells_per_stage=cells,
-                              conv_impl='xla_cpu')
+    model = nb201_net.Network(
+        genome=genome, channels=channels, cells_per_stage=cells, conv_impl='xla_cpu'
+    )
     pop = nb201_net.PopulationNetwork(channels=channels, cells_per_stage=cells)
     v = pop.init(jax.random.key(3), batch['images'][:2], jnp.asarray(genome), train=False)
     v = nb201_net.exact_variables(v, genome)
@@ -183,8 +229,8 @@ def test_torch_network_and_training_match_flax(index):
     want_loss = rmi.rmi_loss(batch['ref_features'], feats, logits, batch['labels'])
     settings = proxy.Settings(steps=steps)
     want_score = proxy.make_member_fn(model, settings)(
-        v['params'], v['batch_stats'], None, batch['images'], batch['labels'],
-        batch['ref_features'])[0]
+        v['params'], v['batch_stats'], None, batch['images'], batch['labels'], batch['ref_features']
+    )[0]
 
     torch.manual_seed(0)
     net = _torch_net_from_flax(genome, v, channels, cells)
@@ -192,8 +238,7 @@ def test_torch_network_and_training_match_flax(index):
     t_logits, t_feats = net(images)
     np.testing.assert_allclose(t_logits.detach().numpy(), logits, rtol=1e-4, atol=1e-4)
     for t, f in zip(t_feats, feats):
-        np.testing.assert_allclose(np.moveaxis(t.detach().numpy(), 1, -1), f, rtol=1e-4,
-                                   atol=1e-4)
+        np.testing.assert_allclose(np.moveaxis(t.detach().numpy(), 1, -1), f, rtol=1e-4, atol=1e-4)
     # The benchmark's loss and training step (torch_runner's), from these weights.
     loss_fn = bench.torch_loss_fn(batch)
     np.testing.assert_allclose(loss_fn(net)[0].item(), float(want_loss), rtol=1e-4)
@@ -208,8 +253,16 @@ def test_torch_network_and_training_match_flax(index):
 @pytest.mark.slow  # About two minutes: five tiny compilations and a 1-generation smoke search.
 def test_gpu_check_tiny(tmp_path):
     out = tmp_path / 'gpu.jsonl'
-    lines = _run(['benchmarks/gpu_check.py', '--part=all', '--tiny', '--generations=1',
-                  f'--workdir={tmp_path / "main"}', f'--out={out}'])
+    lines = _run(
+        [
+            'benchmarks/gpu_check.py',
+            '--part=all',
+            '--tiny',
+            '--generations=1',
+            f'--workdir={tmp_path / "main"}',
+            f'--out={out}',
+        ]
+    )
     assert [json.loads(line) for line in out.read_text().splitlines()] == lines
     assert lines[0]['part'] == 'devices' and lines[0]['backend'] == 'cpu'
     cases = [c for c in lines if c['part'] == 'strategies']

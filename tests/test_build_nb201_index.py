@@ -37,7 +37,7 @@ def _write_csv(path, rows, header=('index', 'arch_str', 'other')):
         writer = csv.writer(f)
         writer.writerow(header)
         for i, s in rows:
-            writer.writerow([i, s, 1.5][:len(header)])
+            writer.writerow([i, s, 1.5][: len(header)])
     return path
 
 
@@ -54,14 +54,17 @@ def test_builds_a_permuted_index(tool, tmp_path):
     assert list(tmp_path.glob('sub/*.tmp')) == []
 
 
-@pytest.mark.parametrize('mutate, message', [
-    (lambda rows: rows[:-1], 'expected 15625 rows'),
-    (lambda rows: rows + [(5, rows[0][1])], 'appears twice'),
-    (lambda rows: [(0, rows[1][1])] + rows[1:], 'same architecture'),
-    (lambda rows: [('x', rows[0][1])] + rows[1:], 'not an integer'),
-    (lambda rows: [(15625, rows[0][1])] + rows[1:], 'outside'),
-    (lambda rows: [(0, '|none~0|')] + rows[1:], 'malformed NAS-Bench-201 arch string'),
-])
+@pytest.mark.parametrize(
+    'mutate, message',
+    [
+        (lambda rows: rows[:-1], 'expected 15625 rows'),
+        (lambda rows: rows + [(5, rows[0][1])], 'appears twice'),
+        (lambda rows: [(0, rows[1][1])] + rows[1:], 'same architecture'),
+        (lambda rows: [('x', rows[0][1])] + rows[1:], 'not an integer'),
+        (lambda rows: [(15625, rows[0][1])] + rows[1:], 'outside'),
+        (lambda rows: [(0, '|none~0|')] + rows[1:], 'malformed NAS-Bench-201 arch string'),
+    ],
+)
 def test_rejects_bad_tables(tool, mutate, message):
     rows = list(enumerate(_all_arch_strings(np.arange(nb201.NUM_ARCHS))))
     with pytest.raises(ValueError, match=message):
@@ -88,8 +91,9 @@ def test_rebuilding_from_the_shared_csv_reproduces_the_asset(tool, shared_data, 
     tool.main([str(path), '--out', str(out)])
     ref = importlib.resources.files('hwnas_jax') / 'assets' / 'nb201_index.npy'
     with ref.open('rb') as f:
-        np.testing.assert_array_equal(np.load(out, allow_pickle=False),
-                                      np.load(f, allow_pickle=False))
+        np.testing.assert_array_equal(
+            np.load(out, allow_pickle=False), np.load(f, allow_pickle=False)
+        )
 
 
 def test_damaged_inputs_give_one_error_line(tool, tmp_path, capsys):

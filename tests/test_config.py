@@ -81,10 +81,15 @@ def test_defaults_and_shipped_configs_are_valid():
     import importlib
     import pathlib
     import sys
+
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-    for name, variants in [('nb201_latency', [None]), ('nb201_flops', [None]), ('smoke', [None]),
-                           ('ofa_flops', ['240', '300', '374', 'cifar']),
-                           ('figure5', ['ofa', 'ofa_cifar', 'nb201'])]:
+    for name, variants in [
+        ('nb201_latency', [None]),
+        ('nb201_flops', [None]),
+        ('smoke', [None]),
+        ('ofa_flops', ['240', '300', '374', 'cifar']),
+        ('figure5', ['ofa', 'ofa_cifar', 'nb201']),
+    ]:
         module = importlib.import_module(f'configs.{name}')
         for v in variants:
             config_lib.validate(module.get_config() if v is None else module.get_config(v))

@@ -23,7 +23,7 @@ def _p_sum_at_most(limit):
     dist = np.ones(1)
     for _ in range(GENES):
         dist = np.convolve(dist, np.full(CARD, 1.0 / CARD))
-    return dist[:int(np.floor(limit)) + 1].sum()
+    return dist[: int(np.floor(limit)) + 1].sum()
 
 
 # Penalty and fitness (Eqs. 4, 5) -----------------------------------------------------------
@@ -36,7 +36,8 @@ def test_penalty_worked_examples():
     assert hc.penalty(7.5, 5.0) == -2.5
     assert hc.penalty(5.1, 5.0) > hc.penalty(6.0, 5.0)
     np.testing.assert_array_equal(
-        hc.penalty([0.0, 100.0, 101.0, 250.0], 100.0), [0.0, 0.0, -1.0, -150.0])
+        hc.penalty([0.0, 100.0, 101.0, 250.0], 100.0), [0.0, 0.0, -1.0, -150.0]
+    )
     np.testing.assert_array_equal(hc.penalty(8.0, [5.0, 10.0]), [-3.0, 0.0])
 
 
@@ -51,10 +52,10 @@ def test_penalty_infinities_and_nan():
 
 def test_fitness_eq4():
     # RMI score 2.4 with latency 7.5 ms under a 5 ms budget: 2.4 - 2.5.
-    np.testing.assert_allclose(
-        hc.fitness([2.4, 2.4], hc.penalty([7.5, 4.0], 5.0)), [-0.1, 2.4])
+    np.testing.assert_allclose(hc.fitness([2.4, 2.4], hc.penalty([7.5, 4.0], 5.0)), [-0.1, 2.4])
     np.testing.assert_array_equal(
-        hc.fitness([np.nan, np.inf, -np.inf, 1.0], 0.0), [-np.inf, -np.inf, -np.inf, 1.0])
+        hc.fitness([np.nan, np.inf, -np.inf, 1.0], 0.0), [-np.inf, -np.inf, -np.inf, 1.0]
+    )
     np.testing.assert_array_equal(hc.fitness([1.0, 2.0], [-np.inf, 0.0]), [-np.inf, 2.0])
     with pytest.raises(ValueError, match='penalties'):
         hc.fitness([1.0], [np.nan])
@@ -86,11 +87,16 @@ def test_total_penalty_sums_constraints():
 
 def test_parse_constraints_good():
     assert hc.parse_constraints('latency@pixel3<=5.0; flops<=100') == [
-        Constraint('latency', 'pixel3', 5.0), Constraint('flops', None, 100.0)]
+        Constraint('latency', 'pixel3', 5.0),
+        Constraint('flops', None, 100.0),
+    ]
     assert hc.parse_constraints('  energy @ edgegpu <= 1e2 ;') == [
-        Constraint('energy', 'edgegpu', 100.0)]
+        Constraint('energy', 'edgegpu', 100.0)
+    ]
     assert hc.parse_constraints('latency@raspi4<=20;latency@pixel3<=4') == [
-        Constraint('latency', 'raspi4', 20.0), Constraint('latency', 'pixel3', 4.0)]
+        Constraint('latency', 'raspi4', 20.0),
+        Constraint('latency', 'pixel3', 4.0),
+    ]
     assert hc.parse_constraints('') == []
     assert hc.parse_constraints(' ; ') == []
     c = hc.parse_constraints('latency@pixel3<=5.5')[0]
@@ -98,21 +104,24 @@ def test_parse_constraints_good():
     assert hc.parse_constraints(str(c)) == [c]
 
 
-@pytest.mark.parametrize('spec, quoted', [
-    ('latency<5', 'latency<5'),
-    ('flops>=100', 'flops>=100'),
-    ('flops<=abc', 'flops<=abc'),
-    ('flops<=nan', 'flops<=nan'),
-    ('flops<=-inf', 'flops<=-inf'),
-    ('flops<=inf', 'flops<=inf'),
-    ('flops<=0', 'flops<=0'),
-    ('latency@raspi4<=-5', 'latency@raspi4<=-5'),
-    ('@pixel3<=5', '@pixel3<=5'),
-    ('latency@<=5', 'latency@<=5'),
-    ('flops<=100; latency pixel3<=5', 'latency pixel3<=5'),
-    ('flops<=5<=6', 'flops<=5<=6'),
-    ('flops=5', 'flops=5'),
-])
+@pytest.mark.parametrize(
+    'spec, quoted',
+    [
+        ('latency<5', 'latency<5'),
+        ('flops>=100', 'flops>=100'),
+        ('flops<=abc', 'flops<=abc'),
+        ('flops<=nan', 'flops<=nan'),
+        ('flops<=-inf', 'flops<=-inf'),
+        ('flops<=inf', 'flops<=inf'),
+        ('flops<=0', 'flops<=0'),
+        ('latency@raspi4<=-5', 'latency@raspi4<=-5'),
+        ('@pixel3<=5', '@pixel3<=5'),
+        ('latency@<=5', 'latency@<=5'),
+        ('flops<=100; latency pixel3<=5', 'latency pixel3<=5'),
+        ('flops<=5<=6', 'flops<=5<=6'),
+        ('flops=5', 'flops=5'),
+    ],
+)
 def test_parse_constraints_bad(spec, quoted):
     with pytest.raises(UserError) as e:
         hc.parse_constraints(spec)
@@ -122,12 +131,15 @@ def test_parse_constraints_bad(spec, quoted):
     assert e.value.__cause__ is None
 
 
-@pytest.mark.parametrize('spec, name', [
-    ('flops<=100; flops<=50', 'flops'),
-    ('latency@raspi4<=20; flops<=9; latency @ raspi4 <= 20', 'latency@raspi4'),
-])
+@pytest.mark.parametrize(
+    'spec, name',
+    [
+        ('flops<=100; flops<=50', 'flops'),
+        ('latency@raspi4<=20; flops<=9; latency @ raspi4 <= 20', 'latency@raspi4'),
+    ],
+)
 def test_parse_constraints_duplicate(spec, name):
-    with pytest.raises(UserError, match=f"{name!r} given twice.*count twice"):
+    with pytest.raises(UserError, match=f'{name!r} given twice.*count twice'):
         hc.parse_constraints(spec)
 
 
@@ -140,7 +152,10 @@ def test_config_constraints():
     primary = Constraint('latency', 'pixel3', 5.0)
     assert hc.config_constraints(primary, '') == [primary]
     assert hc.config_constraints(primary, 'latency@raspi4<=20;flops<=100') == [
-        primary, Constraint('latency', 'raspi4', 20.0), Constraint('flops', None, 100.0)]
+        primary,
+        Constraint('latency', 'raspi4', 20.0),
+        Constraint('flops', None, 100.0),
+    ]
     with pytest.raises(UserError, match=r'config\.hardware\.extra.*latency@pixel3.*twice'):
         hc.config_constraints(primary, 'flops<=100; latency@pixel3<=4')
     with pytest.raises(UserError, match='abc'):
@@ -156,11 +171,16 @@ def test_constraint_validation():
         Constraint('latency', 5.0, 1.0)
 
 
-@pytest.mark.parametrize('limit', [
-    'five', None, True, 0, 0.0, -1.0, -np.inf, np.inf, float('nan'), np.float64('nan'), [1.0]])
+@pytest.mark.parametrize(
+    'limit',
+    ['five', None, True, 0, 0.0, -1.0, -np.inf, np.inf, float('nan'), np.float64('nan'), [1.0]],
+)
 def test_constraint_limit_must_be_finite_and_positive(limit):
-    with pytest.raises(UserError, match=r'budget of constraint latency@pixel3 must be a finite '
-                                        r'number > 0'):
+    with pytest.raises(
+        UserError,
+        match=r'budget of constraint latency@pixel3 must be a finite '
+        r'number > 0',
+    ):
         Constraint('latency', 'pixel3', limit)
 
 
@@ -193,6 +213,7 @@ def test_rejection_counts_draws_as_if_one_at_a_time():
             start = state['next']
             state['next'] += n
             return np.arange(start, start + n)[:, None]
+
         return sample
 
     def cost(genomes):
@@ -215,11 +236,13 @@ def test_rejection_population_is_feasible_and_deterministic():
         return [_sum_cost(genomes), _sum_cost(genomes[:, :15])]
 
     pop, draws = hc.rejection_sample(
-        np.random.default_rng(1), _sample, two_costs, cons, 30, max_draws=100_000)
+        np.random.default_rng(1), _sample, two_costs, cons, 30, max_draws=100_000
+    )
     assert pop.shape == (30, GENES) and draws >= 30
     assert np.all(hc.feasible(two_costs(pop), cons))
     again = hc.rejection_sample(
-        np.random.default_rng(1), _sample, two_costs, cons, 30, max_draws=100_000)
+        np.random.default_rng(1), _sample, two_costs, cons, 30, max_draws=100_000
+    )
     np.testing.assert_array_equal(pop, again[0])
     assert draws == again[1]
 
@@ -231,7 +254,8 @@ def test_rejection_infeasible_region():
     # Sum 0 has probability 3**-45: the region is not empty but far too small.
     with pytest.raises(hc.InfeasibleError, match=r'flops<=0\.5\b'):
         hc.rejection_sample(
-            rng, _sample, _sum_cost, Constraint('flops', None, 0.5), 10, max_draws=5000)
+            rng, _sample, _sum_cost, Constraint('flops', None, 0.5), 10, max_draws=5000
+        )
     assert issubclass(hc.InfeasibleError, ValueError)
 
 
@@ -253,8 +277,12 @@ def test_figure5_shape_rejection_grows_penalty_constant():
     budgets = [90.0, 45.0, 40.0, 35.0, 32.0]
     mean_draws, penalty_draws = [], []
     for budget in budgets:
-        draws = [hc.rejection_sample(np.random.default_rng(seed), _sample, _sum_cost, budget,
-                                     size, max_draws=1_000_000)[1] for seed in range(runs)]
+        draws = [
+            hc.rejection_sample(
+                np.random.default_rng(seed), _sample, _sum_cost, budget, size, max_draws=1_000_000
+            )[1]
+            for seed in range(runs)
+        ]
         mean_draws.append(np.mean(draws))
         penalty_draws.append(hc.penalty_sample(np.random.default_rng(0), _sample, size)[1])
         # Sequential rejection needs size / P(feasible) draws on average (negative binomial).

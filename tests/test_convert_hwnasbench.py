@@ -28,13 +28,15 @@ def tool():
 
 def golden(shared_data) -> dict[str, dict[int, dict[str, float]]]:
     """{dataset: {index: {metric: value}}} from the upstream notebook output."""
-    raw = json.loads((shared_data / 'hw-nas-bench' / 'hwnasbench_readme_golden_arch0-2.json')
-                     .read_text())
+    raw = json.loads(
+        (shared_data / 'hw-nas-bench' / 'hwnasbench_readme_golden_arch0-2.json').read_text()
+    )
     out: dict[str, dict[int, dict[str, float]]] = {}
     for key, row in raw.items():
         dataset, index = key.split('|')
         out.setdefault(dataset, {})[int(index)] = {
-            m: v for m, v in row.items() if m in tables.TABLE_METRICS}
+            m: v for m, v in row.items() if m in tables.TABLE_METRICS
+        }
     return out
 
 
@@ -48,9 +50,16 @@ def original_layout(values: dict[str, dict[int, dict[str, float]]], *, as_lists:
     space = {}
     for dataset, rows in values.items():
         indices = sorted(rows)
-        configs = {i: {'name': 'infer.tiny', 'C': 16, 'N': 5, 'num_classes': 10,
-                       'arch_str': nb201.to_arch_str(nb201.indices_to_genomes(i))}
-                   for i in (range(15625) if as_lists else indices)}
+        configs = {
+            i: {
+                'name': 'infer.tiny',
+                'C': 16,
+                'N': 5,
+                'num_classes': 10,
+                'arch_str': nb201.to_arch_str(nb201.indices_to_genomes(i)),
+            }
+            for i in (range(15625) if as_lists else indices)
+        }
         entry = {'config': [configs[i] for i in range(15625)] if as_lists else configs}
         for m in tables.TABLE_METRICS:
             if as_lists:
@@ -73,8 +82,11 @@ def test_arch_str_round_trip(tool):
     genomes = nb201.random_genomes(np.random.default_rng(0), 20)
     for g in genomes:
         assert tool.arch_str_to_genome(nb201.to_arch_str(g)) == list(g)
-    for bad in ['|nor_conv_3x3~0|', '|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|',
-                '|none~1|+|none~0|none~1|+|none~0|none~1|none~2|']:
+    for bad in [
+        '|nor_conv_3x3~0|',
+        '|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|',
+        '|none~1|+|none~0|none~1|+|none~0|none~1|none~2|',
+    ]:
         with pytest.raises(ValueError, match='architecture string'):
             tool.arch_str_to_genome(bad)
 
@@ -96,8 +108,9 @@ def test_csv_reproduces_packaged_table(tool, shared_data, tmp_path):
 @pytest.mark.parametrize('as_lists', [False, True])
 def test_pickle_golden_all_datasets(tool, shared_data, tmp_path, as_lists):
     values = golden(shared_data)
-    src = write_pickle(tmp_path / 'HW-NAS-Bench-v1_0.pickle', original_layout(values,
-                                                                                as_lists=as_lists))
+    src = write_pickle(
+        tmp_path / 'HW-NAS-Bench-v1_0.pickle', original_layout(values, as_lists=as_lists)
+    )
     out = tmp_path / 'full.npz'
     assert tool.main(['--pickle', str(src), '--out', str(out), '--i-trust-this-pickle']) == 0
     assert hw.datasets(out) == ('cifar10', 'cifar100', 'ImageNet16-120')
@@ -108,8 +121,9 @@ def test_pickle_golden_all_datasets(tool, shared_data, tmp_path, as_lists):
             got = hw.cost(genomes, metric, device=device, dataset=dataset, table=out)
             np.testing.assert_array_equal(got, [rows[i][column] for i in range(3)])
         with pytest.raises(ValueError, match='infeasible'):  # Index 3 has no value here.
-            hw.cost(nb201.indices_to_genomes(3), 'latency', device='fpga', dataset=dataset,
-                    table=out)
+            hw.cost(
+                nb201.indices_to_genomes(3), 'latency', device='fpga', dataset=dataset, table=out
+            )
     meta = hw.describe(out)
     assert meta['inputs'][0]['sha256'] == tool.sha256_file(src)
     assert meta['inputs'][0]['name'] == 'HW-NAS-Bench-v1_0.pickle'
@@ -117,8 +131,10 @@ def test_pickle_golden_all_datasets(tool, shared_data, tmp_path, as_lists):
 
 def synthetic_values(n: int, seed: int) -> dict[str, dict[int, dict[str, float]]]:
     rng = np.random.default_rng(seed)
-    return {d: {i: {m: float(rng.uniform(0.5, 50)) for m in tables.TABLE_METRICS}
-                for i in range(n)} for d in tables.DATASETS}
+    return {
+        d: {i: {m: float(rng.uniform(0.5, 50)) for m in tables.TABLE_METRICS} for i in range(n)}
+        for d in tables.DATASETS
+    }
 
 
 def test_pickle_sentinel_and_layouts(tool, tmp_path):
@@ -132,10 +148,14 @@ def test_pickle_sentinel_and_layouts(tool, tmp_path):
     assert np.isnan(col[2]) and col[1] == values['cifar100'][1]['edgetpu_latency']
     assert t.metadata['coverage']['cifar100']['edgetpu_latency'] == {'known': 4, 'sentinel': 1}
     g = nb201.indices_to_genomes(2)
-    assert hw.cost(g, 'latency', device='edgetpu', dataset='cifar100', table=out,
-                   missing='infeasible') == np.inf
-    assert hw.cost(g, 'latency', device='edgetpu', dataset='ImageNet16-120', table=out) == \
-        values['ImageNet16-120'][2]['edgetpu_latency']
+    assert (
+        hw.cost(g, 'latency', device='edgetpu', dataset='cifar100', table=out, missing='infeasible')
+        == np.inf
+    )
+    assert (
+        hw.cost(g, 'latency', device='edgetpu', dataset='ImageNet16-120', table=out)
+        == values['ImageNet16-120'][2]['edgetpu_latency']
+    )
 
 
 def test_pickle_wrong_index_order_rejected(tool, tmp_path):
@@ -178,16 +198,23 @@ def test_refuses_pickle_without_flag_cli(tmp_path):
     src = write_pickle(tmp_path / 'evil.pickle', _Payload(marker))
     proc = subprocess.run(
         [sys.executable, str(TOOL), '--pickle', str(src), '--out', str(tmp_path / 'o.npz')],
-        capture_output=True, text=True, cwd=REPO, check=False)
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     assert 'REFUSED' in proc.stderr and not marker.exists()
 
 
 def test_trusted_flag_prints_loud_warning(tool, tmp_path, capsys):
-    src = write_pickle(tmp_path / 'p.pickle',
-                       original_layout(synthetic_values(2, seed=3), as_lists=False))
-    assert tool.main(['--pickle', str(src), '--out', str(tmp_path / 'o.npz'),
-                      '--i-trust-this-pickle']) == 0
+    src = write_pickle(
+        tmp_path / 'p.pickle', original_layout(synthetic_values(2, seed=3), as_lists=False)
+    )
+    assert (
+        tool.main(['--pickle', str(src), '--out', str(tmp_path / 'o.npz'), '--i-trust-this-pickle'])
+        == 0
+    )
     err = capsys.readouterr().err
     assert 'UNPICKLING' in err and 'trust' in err
 
@@ -197,8 +224,12 @@ def test_trusted_flag_prints_loud_warning(tool, tmp_path, capsys):
 
 def _merged_csv(path: pathlib.Path, n: int = 15625, bad_value: str | None = None) -> pathlib.Path:
     """A CSV laid out like the merged CIFAR-10 CSV, with synthetic values."""
-    header = ['index', 'arch_str', *tables.TABLE_METRICS,
-              *(f'{m}_source' for m in tables.TABLE_METRICS)]
+    header = [
+        'index',
+        'arch_str',
+        *tables.TABLE_METRICS,
+        *(f'{m}_source' for m in tables.TABLE_METRICS),
+    ]
     archs = [nb201.to_arch_str(g) for g in nb201.indices_to_genomes(np.arange(n))]
     lines = [','.join(header)]
     for i, arch in enumerate(archs):
@@ -249,10 +280,22 @@ def _damaged_input(kind: str, tmp_path: pathlib.Path) -> tuple[list[str], str]:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize('kind', [
-    'csv_missing', 'csv_columns', 'csv_truncated', 'csv_short', 'csv_not_a_number', 'csv_binary',
-    'pickle_missing', 'pickle_truncated', 'pickle_foreign', 'pickle_layout', 'pickle_value',
-])
+@pytest.mark.parametrize(
+    'kind',
+    [
+        'csv_missing',
+        'csv_columns',
+        'csv_truncated',
+        'csv_short',
+        'csv_not_a_number',
+        'csv_binary',
+        'pickle_missing',
+        'pickle_truncated',
+        'pickle_foreign',
+        'pickle_layout',
+        'pickle_value',
+    ],
+)
 def test_damaged_inputs_give_one_error_line(tool, tmp_path, capsys, kind):
     args, phrase = _damaged_input(kind, tmp_path)
     out = tmp_path / 'out.npz'

@@ -31,9 +31,14 @@ def _template() -> tuple[dict[str, np.ndarray], tuple[dict[str, str], ...]]:
     rng = np.random.default_rng(0)
     values = {c: rng.uniform(0, 100, nb201.NUM_ARCHS) for c in nb201_truth.COLUMNS}
     genomes = nb201.indices_to_genomes(np.arange(nb201.NUM_ARCHS))
-    rows = tuple({'index': str(i), 'arch_str': nb201.to_arch_str(g),
-                  **{c: repr(float(values[c][i])) for c in nb201_truth.COLUMNS}}
-                 for i, g in enumerate(genomes))
+    rows = tuple(
+        {
+            'index': str(i),
+            'arch_str': nb201.to_arch_str(g),
+            **{c: repr(float(values[c][i])) for c in nb201_truth.COLUMNS},
+        }
+        for i, g in enumerate(genomes)
+    )
     return values, rows
 
 
@@ -70,20 +75,29 @@ def test_converts_exactly(tool, tmp_path):
 def edit_row(i, **fields):
     def edit(rows):
         rows[i].update(fields)
+
     return edit
 
 
-@pytest.mark.parametrize('edit,match', [
-    (edit_row(5, index='6'), r'acc\.csv:7: index .6., expected 5'),
-    (edit_row(0, arch_str=nb201.to_arch_str(nb201.from_index(1))), r':2: arch_str .* not index 0'),
-    (edit_row(3, arch_str='|conv~0|'), r'acc\.csv:5: malformed'),
-    (edit_row(9, cifar100_200ep_xtest='101'), r':11: cifar100_200ep_xtest = .101. is not'),
-    (edit_row(9, imagenet16_200ep_xvalid='nan'), r':11: imagenet16_200ep_xvalid'),
-    (edit_row(9, imagenet16_200ep_xvalid=''), r':11: imagenet16_200ep_xvalid'),
-    (lambda rows: rows.pop(), r'15624 rows, expected one per architecture'),
-    (lambda rows: [r.pop('cifar10_200ep_oritest') for r in rows],
-     r"lacks the columns \['cifar10_200ep_oritest'\]"),
-])
+@pytest.mark.parametrize(
+    'edit,match',
+    [
+        (edit_row(5, index='6'), r'acc\.csv:7: index .6., expected 5'),
+        (
+            edit_row(0, arch_str=nb201.to_arch_str(nb201.from_index(1))),
+            r':2: arch_str .* not index 0',
+        ),
+        (edit_row(3, arch_str='|conv~0|'), r'acc\.csv:5: malformed'),
+        (edit_row(9, cifar100_200ep_xtest='101'), r':11: cifar100_200ep_xtest = .101. is not'),
+        (edit_row(9, imagenet16_200ep_xvalid='nan'), r':11: imagenet16_200ep_xvalid'),
+        (edit_row(9, imagenet16_200ep_xvalid=''), r':11: imagenet16_200ep_xvalid'),
+        (lambda rows: rows.pop(), r'15624 rows, expected one per architecture'),
+        (
+            lambda rows: [r.pop('cifar10_200ep_oritest') for r in rows],
+            r"lacks the columns \['cifar10_200ep_oritest'\]",
+        ),
+    ],
+)
 def test_bad_csv_gives_one_user_error(tool, tmp_path, edit, match):
     write_csv(tmp_path / 'acc.csv', edit=edit)
     with pytest.raises(UserError, match=match):
@@ -94,11 +108,19 @@ def test_bad_csv_gives_one_user_error(tool, tmp_path, edit, match):
 def test_command_line(tmp_path):
     write_csv(tmp_path / 'acc.csv')
     out = tmp_path / 'acc.npz'
-    run = subprocess.run([sys.executable, str(TOOL), '--csv', str(tmp_path / 'acc.csv'),
-                          '--out', str(out)], capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [sys.executable, str(TOOL), '--csv', str(tmp_path / 'acc.csv'), '--out', str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert run.stdout.strip() == nb201_truth.load(out)['metadata']['data_sha256']
-    run = subprocess.run([sys.executable, str(TOOL), '--csv', str(tmp_path / 'none.csv'),
-                          '--out', str(out)], capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [sys.executable, str(TOOL), '--csv', str(tmp_path / 'none.csv'), '--out', str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert run.returncode == 2
     assert run.stderr.startswith('error: ') and 'none.csv' in run.stderr
     assert 'Traceback' not in run.stderr

@@ -72,7 +72,7 @@ _RANDOM = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobyte
 # name -> (bytes of the packaged file) -> bytes of the damaged copy, and a phrase of the reason.
 TABLE_DAMAGE = {
     'empty': (lambda raw: b'', 'damaged'),
-    'truncated_half': (lambda raw: raw[:len(raw) // 2], 'damaged'),
+    'truncated_half': (lambda raw: raw[: len(raw) // 2], 'damaged'),
     'truncated_tail': (lambda raw: raw[:-10], 'damaged'),
     'bit_flip_data': (lambda raw: _flip(raw, len(raw) // 2, 3), 'damaged'),
     'bit_flip_directory': (lambda raw: _flip(raw, len(raw) - 22), 'damaged'),  # EOCD signature
@@ -93,7 +93,8 @@ def _check(err: pytest.ExceptionInfo, path: pathlib.Path, *needles: str) -> str:
     assert 'allow_pickle' not in msg and 'unsafe' not in msg, msg
     assert '\n' not in msg, msg  # One line for launch.py's `error:`.
     chained = err.value.__cause__ or (
-        None if err.value.__suppress_context__ else err.value.__context__)
+        None if err.value.__suppress_context__ else err.value.__context__
+    )
     assert chained is None, f'the traceback of {chained!r} would be shown'
     return msg
 
@@ -155,8 +156,13 @@ def test_packaged_table_changed_consistently(packaged_copy):
     assert hw.load_table(str(packaged_copy)).digest == meta['data_sha256']
     with pytest.raises(UserError) as e:
         hw.load_table()
-    _check(e, packaged_copy, 'packaged HW-NAS-Bench table changed', tables.PACKAGED_DATA_SHA256,
-           'reinstall hwnas_jax')
+    _check(
+        e,
+        packaged_copy,
+        'packaged HW-NAS-Bench table changed',
+        tables.PACKAGED_DATA_SHA256,
+        'reinstall hwnas_jax',
+    )
 
 
 def test_packaged_table_still_loads_after_the_tests():
@@ -180,7 +186,7 @@ def index_copy(tmp_path, monkeypatch):
 
 INDEX_DAMAGE = {
     'empty': (lambda raw: b'', 'damaged'),
-    'truncated': (lambda raw: raw[:len(raw) // 2], 'damaged'),
+    'truncated': (lambda raw: raw[: len(raw) // 2], 'damaged'),
     'header_truncated': (lambda raw: raw[:40], 'damaged'),
     'bit_flip_data': (lambda raw: _flip(raw, len(raw) - 100, 2), 'changed (content sha256'),
     'bit_flip_header': (lambda raw: _flip(raw, 10, 1), 'damaged'),

@@ -28,14 +28,18 @@ def reference(genome, costs, limits, dataset):
     """Independent float64 reference with Python loops: rank, percentile, best feasible."""
     test = nb201_truth.all_accuracies(dataset, 'test')
     acc = test[nb201.to_index(genome)]
-    feasible = [i for i in range(test.size)
-                if all(np.isfinite(costs[c, i]) and costs[c, i] <= limits[c]
-                       for c in range(len(limits)))]
+    feasible = [
+        i
+        for i in range(test.size)
+        if all(np.isfinite(costs[c, i]) and costs[c, i] <= limits[c] for c in range(len(limits)))
+    ]
 
     def rank(ids):
         ids = list(ids)
-        return (1 + sum(test[i] > acc for i in ids),
-                100 * sum(test[i] <= acc for i in ids) / len(ids))
+        return (
+            1 + sum(test[i] > acc for i in ids),
+            100 * sum(test[i] <= acc for i in ids) / len(ids),
+        )
 
     best = max(feasible, key=lambda i: (test[i], -i))
     return rank(range(test.size)), rank(feasible), best, test[best] - acc
@@ -47,13 +51,16 @@ def test_report_against_a_loop():
     got = evaluation.report(genome, objective)
     costs = objective.costs(ALL)
     (rank_all, pct_all), (rank_f, pct_f), best, regret = reference(
-        genome, costs, objective.limits, 'cifar10')
+        genome, costs, objective.limits, 'cifar10'
+    )
     found = got['found']
     assert got['evaluation_only'] is True and got['applicable'] is True
     assert 'never read by the search' in got['note'] and 'ties share' in got['ranking']
     assert got['dataset'] == 'cifar10'
-    assert got['protocols'] == {'test': 'cifar10_200ep_oritest',
-                                'valid': 'cifar10_valid_200ep_xvalid'}
+    assert got['protocols'] == {
+        'test': 'cifar10_200ep_oritest',
+        'valid': 'cifar10_valid_200ep_xvalid',
+    }
     assert got['constraints'] == ['flops<=100', 'latency@raspi4<=20']
     assert found['index'] == nb201.to_index(genome) and found['genome'] == genome
     assert found['test_accuracy'] == nb201_truth.accuracy(genome, 'cifar10', 'test')
@@ -61,8 +68,7 @@ def test_report_against_a_loop():
     assert found['costs'] == pytest.approx(objective.costs([genome])[:, 0].tolist())
     assert found['feasible'] is False  # 4 convs: over 100 MFLOPs.
     assert (found['rank_all'], found['percentile_all']) == (rank_all, pytest.approx(pct_all))
-    assert (found['rank_feasible'], found['percentile_feasible']) == (
-        rank_f, pytest.approx(pct_f))
+    assert (found['rank_feasible'], found['percentile_feasible']) == (rank_f, pytest.approx(pct_f))
     assert got['best_feasible']['index'] == best
     assert got['best_feasible']['arch_str'] == nb201.to_arch_str(nb201.from_index(best))
     assert got['best_feasible']['costs'] == pytest.approx(costs[:, best].tolist())
@@ -113,8 +119,12 @@ def test_not_applicable_to_other_data_or_spaces():
     objective = make_objective()
     objective.config.data.source, objective.config.data.root = 'folder', '/data/flowers'
     got = evaluation.report([1] * 6, objective)
-    assert got == {'evaluation_only': True, 'note': evaluation.NOTE, 'applicable': False,
-                   'reason': got['reason']}
+    assert got == {
+        'evaluation_only': True,
+        'note': evaluation.NOTE,
+        'applicable': False,
+        'reason': got['reason'],
+    }
     assert 'folder' in got['reason'] and '/data/flowers' in got['reason']
     # The caller may vouch that the folder holds NAS-Bench-201's data.
     assert evaluation.report([1] * 6, objective, dataset='cifar10')['applicable'] is True
@@ -137,5 +147,7 @@ def test_cached_calls_are_cheap():
     assert per_call < 0.02, per_call  # Well under the 100 ms budget (measured ~0.2 ms).
     # Another limit on the same costs reuses the cost matrix; results differ accordingly.
     looser = make_objective(metric='latency', device='pixel3', limit=50.0)
-    assert (evaluation.report([2] * 6, looser)['num_feasible']
-            > evaluation.report([2] * 6, objective)['num_feasible'])
+    assert (
+        evaluation.report([2] * 6, looser)['num_feasible']
+        > evaluation.report([2] * 6, objective)['num_feasible']
+    )

@@ -28,8 +28,15 @@ def test_paper_grid_and_derived_budgets():
     config_lib.validate(config)
     searches = figure2.grid(config)
     per_device = figure2.budgets(config)
-    assert list(per_device) == ['edgegpu', 'raspi4', 'edgetpu', 'pixel3', 'eyeriss', 'fpga',
-                                'flops']
+    assert list(per_device) == [
+        'edgegpu',
+        'raspi4',
+        'edgetpu',
+        'pixel3',
+        'eyeriss',
+        'fpga',
+        'flops',
+    ]
     assert len(searches) == 10 * sum(len(b) for b in per_device.values())
     for device, bs in per_device.items():
         costs = figure2.all_costs(config, device)
@@ -38,7 +45,7 @@ def test_paper_grid_and_derived_budgets():
         share = [np.mean(costs <= b) for b in bs]  # Tight to loose across the device's range.
         assert 0.03 < share[0] < 0.3 and 0.7 < share[-1] <= 0.97, (device, share)
     # Seed-major: every device and budget of the first seed comes first.
-    first = searches[:len(searches) // 10]
+    first = searches[: len(searches) // 10]
     assert {s.seed for s in first} == {0} and searches[-1].seed == 9
     assert [s.position for s in searches] == list(range(1, len(searches) + 1))
     assert searches[0].name == f'edgegpu-{per_device["edgegpu"][0]:g}-s0'
@@ -56,11 +63,21 @@ def test_budgets_shards_and_their_errors():
     assert b['flops'] == [20.0, 50.0] and len(b['pixel3']) == 2  # Derived where not given.
     assert figure2.parse_shard('2/4') == (2, 4)
     assert [figure2.round_up(v) for v in (3.274, 47.10465, 0.608, 99.5, 100.0)] == [
-        3.3, 48.0, 0.61, 100.0, 100.0]
-    for field, value, match in (('shard', '4/4', 'shard'), ('shard', 'all', 'shard'),
-                                ('budgets', '3;5', 'budgets'), ('budgets', 'raspi4:3', 'raspi4'),
-                                ('budgets', '-1', 'budgets'), ('devices', 'tx2', 'devices'),
-                                ('seeds', 0, 'seeds')):
+        3.3,
+        48.0,
+        0.61,
+        100.0,
+        100.0,
+    ]
+    for field, value, match in (
+        ('shard', '4/4', 'shard'),
+        ('shard', 'all', 'shard'),
+        ('budgets', '3;5', 'budgets'),
+        ('budgets', 'raspi4:3', 'raspi4'),
+        ('budgets', '-1', 'budgets'),
+        ('devices', 'tx2', 'devices'),
+        ('seeds', 0, 'seeds'),
+    ):
         with pytest.raises(UserError, match=match):
             config_lib.validate(grid_config(**{field: value}))
     config = grid_config(devices='edgetpu')
@@ -116,7 +133,8 @@ def test_grid_outputs(whole):
         assert int(r['index']) == best['index'] and r['arch_str'] == best['arch_str']
         assert float(r['test_accuracy']) == best['ground_truth']['found']['test_accuracy']
         assert float(r['regret']) == pytest.approx(
-            float(r['best_feasible_accuracy']) - float(r['test_accuracy']))
+            float(r['best_feasible_accuracy']) - float(r['test_accuracy'])
+        )
         assert float(r['cost']) == float(r['latency_pixel3'])
         assert r['feasible'] == str(float(r['cost']) <= float(r['budget']))
         assert int(r['architectures']) == best['evaluations'] and float(r['search_seconds']) > 0
@@ -125,8 +143,10 @@ def test_grid_outputs(whole):
     ops = read_csv(root / 'figure3.csv', drop=())
     assert {o['cells'] for o in ops} == {'top10_feasible', 'found'}
     for o in ops:
-        assert sum(float(o[op]) for op in ('none', 'skip_connect', 'nor_conv_1x1',
-                                           'nor_conv_3x3', 'avg_pool_3x3')) == pytest.approx(6)
+        assert sum(
+            float(o[op])
+            for op in ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3')
+        ) == pytest.approx(6)
     if importlib.util.find_spec('matplotlib'):
         for name in ('figure2.png', 'figure3-pixel3.png'):
             assert (root / name).stat().st_size > 1000
@@ -170,17 +190,22 @@ def test_search_scores_do_not_depend_on_the_accuracy_table(whole, tmp_path, monk
         assert r['test_accuracy'] is None and r['regret'] is None
         got, want = tmp_path / r['search'], root / r['search']
         # The same records (the order within a generation differs where the store served some).
-        assert (sorted((got / 'scores.jsonl').read_text().splitlines())
-                == sorted((want / 'scores.jsonl').read_text().splitlines()))
+        assert sorted((got / 'scores.jsonl').read_text().splitlines()) == sorted(
+            (want / 'scores.jsonl').read_text().splitlines()
+        )
         a, b = (json.loads((d / 'best.json').read_text()) for d in (got, want))
-        assert (a['genome'], a['score'], a['fitness']) == (b['genome'], b['score'],
-                                                           b['fitness'])
+        assert (a['genome'], a['score'], a['fitness']) == (b['genome'], b['score'], b['fitness'])
         assert not a['ground_truth']['applicable'] and b['ground_truth']['applicable']
         strip = ('seconds', 'compile_seconds', 'evaluation')
-        for x, y in zip(*((json.loads(line) for line in (d / 'metrics.jsonl').read_text()
-                           .splitlines()) for d in (got, want))):
+        for x, y in zip(
+            *(
+                (json.loads(line) for line in (d / 'metrics.jsonl').read_text().splitlines())
+                for d in (got, want)
+            )
+        ):
             assert {k: v for k, v in x.items() if k not in strip} == {
-                k: v for k, v in y.items() if k not in strip}
+                k: v for k, v in y.items() if k not in strip
+            }
     assert 'top10' not in (tmp_path / 'figure3.csv').read_text()
 
 

@@ -27,20 +27,23 @@ def test_config_defaults_match_pevonas():
     assert (cfg.crossover, cfg.mutation) == (0.5, 0.1)
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(tournament=21), 'tournament'),
-    (dict(tournament=0), 'tournament'),
-    (dict(elites=20), 'elites'),
-    (dict(elites=-1), 'elites'),
-    (dict(crossover=1.5), 'crossover'),
-    (dict(mutation=-0.1), 'mutation'),
-    (dict(mutation=float('nan')), 'mutation'),
-    (dict(population=1, tournament=1, elites=0), 'population'),
-    (dict(generations=-1), 'generations'),
-    (dict(population=20.0), 'integer'),
-    (dict(elites=True), 'integer'),
-    (dict(mutation='0.1'), 'probability'),
-])
+@pytest.mark.parametrize(
+    'kwargs, match',
+    [
+        (dict(tournament=21), 'tournament'),
+        (dict(tournament=0), 'tournament'),
+        (dict(elites=20), 'elites'),
+        (dict(elites=-1), 'elites'),
+        (dict(crossover=1.5), 'crossover'),
+        (dict(mutation=-0.1), 'mutation'),
+        (dict(mutation=float('nan')), 'mutation'),
+        (dict(population=1, tournament=1, elites=0), 'population'),
+        (dict(generations=-1), 'generations'),
+        (dict(population=20.0), 'integer'),
+        (dict(elites=True), 'integer'),
+        (dict(mutation='0.1'), 'probability'),
+    ],
+)
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ga.GAConfig(**kwargs)
@@ -48,9 +51,18 @@ def test_config_validation(kwargs, match):
 
 def test_config_from_config_dict():
     c = ml_collections.ConfigDict()
-    c.ga = ml_collections.ConfigDict(dict(
-        population=8, generations=3, tournament=2, elites=2, crossover=0.4, mutation=0.2,
-        init='random', max_draws=1000))  # Loop fields are ignored.
+    c.ga = ml_collections.ConfigDict(
+        dict(
+            population=8,
+            generations=3,
+            tournament=2,
+            elites=2,
+            crossover=0.4,
+            mutation=0.2,
+            init='random',
+            max_draws=1000,
+        )
+    )  # Loop fields are ignored.
     cfg = ga.GAConfig.from_config(c.ga)
     assert cfg == ga.GAConfig(8, 3, 2, 2, 0.4, 0.2)
     assert ga.GAConfig.from_config({'population': 10}) == ga.GAConfig(population=10)
@@ -164,8 +176,10 @@ def test_uniform_crossover_origin_frequency(p):
 def test_operators_keep_genomes_valid(cards):
     rng = np.random.default_rng(5)
     pop = ga.random_population(rng, cards, 50)
-    kids = [ga.mutate(rng, ga.uniform_crossover(rng, pop[i], pop[-1 - i]), cards, 0.7)
-            for i in range(50)]
+    kids = [
+        ga.mutate(rng, ga.uniform_crossover(rng, pop[i], pop[-1 - i]), cards, 0.7)
+        for i in range(50)
+    ]
     ga.validate_population(np.stack(kids), cards)
 
 

@@ -40,8 +40,9 @@ def split(column: str) -> tuple[str, str]:
 
 
 def golden_rows(shared_data: pathlib.Path) -> dict[tuple[str, int], dict[str, float]]:
-    raw = json.loads((shared_data / 'hw-nas-bench' / 'hwnasbench_readme_golden_arch0-2.json')
-                     .read_text())
+    raw = json.loads(
+        (shared_data / 'hw-nas-bench' / 'hwnasbench_readme_golden_arch0-2.json').read_text()
+    )
     out = {}
     for key, row in raw.items():
         dataset, index = key.split('|')
@@ -154,19 +155,24 @@ def test_table_lookup_matches_index():
 
 def test_network_metrics():
     genomes = nb201.random_genomes(np.random.default_rng(1), 30)
-    for dataset, classes, res in (('cifar10', 10, 32), ('cifar100', 100, 32),
-                                  ('ImageNet16-120', 120, 16)):
+    for dataset, classes, res in (
+        ('cifar10', 10, 32),
+        ('cifar100', 100, 32),
+        ('ImageNet16-120', 120, 16),
+    ):
         flops = nb201_costs.flops(genomes, num_classes=classes, resolution=res)
         params = nb201_costs.num_params(genomes, num_classes=classes)
         acts = nb201_costs.activation_elements(genomes, num_classes=classes, resolution=res)
         np.testing.assert_array_equal(hw.cost(genomes, 'flops', dataset=dataset), flops)
-        np.testing.assert_allclose(hw.cost(genomes, 'params', dataset=dataset), params,
-                                   rtol=1e-15)
+        np.testing.assert_allclose(hw.cost(genomes, 'params', dataset=dataset), params, rtol=1e-15)
         size = hw.cost(genomes, 'model_size', dataset=dataset)
         np.testing.assert_array_equal(size, 4 * np.rint(params * 1e6))
         assert np.all(size == np.round(size))
-        np.testing.assert_allclose(hw.cost(genomes, 'compute_intensity', dataset=dataset),
-                                   flops * 1e6 / (4 * (params * 1e6 + acts)), rtol=1e-12)
+        np.testing.assert_allclose(
+            hw.cost(genomes, 'compute_intensity', dataset=dataset),
+            flops * 1e6 / (4 * (params * 1e6 + acts)),
+            rtol=1e-12,
+        )
     # Network metrics need no table column: also fine for datasets the packaged table lacks.
     assert hw.cost(genomes[0], 'flops', device='', dataset='cifar100') > 0
 
@@ -196,8 +202,12 @@ def test_edgetpu_sentinel_is_never_a_number():
 def test_missing_infeasible_gives_inf():
     idx = first_missing('edgegpu_energy')
     known = first_missing('edgegpu_energy', want_missing=False)
-    got = hw.cost(nb201.indices_to_genomes(np.array([idx, known])), 'energy', device='edgegpu',
-                  missing='infeasible')
+    got = hw.cost(
+        nb201.indices_to_genomes(np.array([idx, known])),
+        'energy',
+        device='edgegpu',
+        missing='infeasible',
+    )
     assert got[0] == np.inf and np.isfinite(got[1])
 
 
@@ -222,19 +232,23 @@ def _table_with_holdout(column: str, frac: float, seed: int) -> tuple[tables.Cos
     col[held] = np.nan
     columns = dict(base.columns)
     columns[('cifar10', column)] = col
-    masked = dataclasses.replace(base, columns=types.MappingProxyType(columns),
-                                 digest=f'test-holdout-{column}-{frac}-{seed}')
+    masked = dataclasses.replace(
+        base, columns=types.MappingProxyType(columns), digest=f'test-holdout-{column}-{frac}-{seed}'
+    )
     return masked, held
 
 
-@pytest.mark.parametrize('column,max_mae,max_rel', [
-    ('edgegpu_latency', 0.3, 0.10),
-    # About 10 s: this column has gaps enough that the pairwise model is fitted and scored.
-    pytest.param('edgetpu_latency', 0.06, 0.06, marks=pytest.mark.slow),
-    ('edgegpu_energy', 1.5, 0.12),
-    ('eyeriss_latency', 1e-9, 1e-9),  # A simulator: exactly additive in the edge ops.
-    ('fpga_energy', 1e-9, 1e-9),
-])
+@pytest.mark.parametrize(
+    'column,max_mae,max_rel',
+    [
+        ('edgegpu_latency', 0.3, 0.10),
+        # About 10 s: this column has gaps enough that the pairwise model is fitted and scored.
+        pytest.param('edgetpu_latency', 0.06, 0.06, marks=pytest.mark.slow),
+        ('edgegpu_energy', 1.5, 0.12),
+        ('eyeriss_latency', 1e-9, 1e-9),  # A simulator: exactly additive in the edge ops.
+        ('fpga_energy', 1e-9, 1e-9),
+    ],
+)
 def test_missing_predict_close_to_truth_on_held_out_entries(column, max_mae, max_rel):
     masked, held = _table_with_holdout(column, 0.1, seed=1)
     truth = hw.load_table().column('cifar10', column)[held]
@@ -252,6 +266,9 @@ def test_missing_predict_close_to_truth_on_held_out_entries(column, max_mae, max
 
 
 def test_predictor_fitted_once_logged_once(caplog):
+    from hwnas_jax.hardware import predict
+
+    predict._CACHE.clear()  # Another test may have fitted this very table already.
     masked, _ = _table_with_holdout('edgegpu_latency', 0.05, seed=2)
     genomes = nb201.indices_to_genomes(np.arange(40))
     with caplog.at_level(logging.INFO):
@@ -306,30 +323,42 @@ def test_fit_matches_dense_least_squares():
     ref = np.linalg.lstsq(x, y, rcond=None)[0]
     np.testing.assert_allclose(model.weights, ref, rtol=1e-7, atol=1e-9)
     # Treatment coding spans the same space as the full one-hot over every op pair.
-    full = np.concatenate([np.eye(25)[genomes[:, e] * 5 + genomes[:, f]]
-                           for e in range(6) for f in range(e + 1, 6)], axis=1)
+    full = np.concatenate(
+        [np.eye(25)[genomes[:, e] * 5 + genomes[:, f]] for e in range(6) for f in range(e + 1, 6)],
+        axis=1,
+    )
     ref_full = full @ np.linalg.lstsq(full, y, rcond=None)[0]
-    np.testing.assert_allclose(np.clip(x @ ref, y.min(), y.max()),
-                               np.clip(ref_full, y.min(), y.max()), atol=1e-8)
+    np.testing.assert_allclose(
+        np.clip(x @ ref, y.min(), y.max()), np.clip(ref_full, y.min(), y.max()), atol=1e-8
+    )
 
 
 # -- errors list the options ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('kwargs,needles', [
-    ({'metric': 'latency', 'device': 'gpu'}, ["'gpu'", *hw.DEVICES]),
-    ({'metric': 'lat', 'device': 'edgegpu'}, ["'lat'", *hw.METRICS]),
-    ({'metric': 'energy', 'device': 'raspi4'}, ['raspi4', 'edgegpu', 'eyeriss', 'fpga']),
-    ({'metric': 'arithmetic_intensity', 'device': 'fpga'}, ['eyeriss']),
-    ({'metric': 'latency'}, ['device', *hw.DEVICES]),
-    ({'metric': 'flops', 'device': 'edgegpu'}, ['device=None']),
-    ({'metric': 'latency', 'device': 'edgegpu', 'dataset': 'imagenet'},
-     ['cifar10', 'cifar100', 'ImageNet16-120']),
-    ({'metric': 'latency', 'device': 'edgegpu', 'missing': 'zero'},
-     ['error', 'infeasible', 'predict']),
-    ({'metric': 'latency', 'device': 'edgegpu', 'dataset': 'cifar100'},
-     ['cifar10', '--pickle', '--i-trust-this-pickle', 'convert_hwnasbench.py']),
-])
+@pytest.mark.parametrize(
+    'kwargs,needles',
+    [
+        ({'metric': 'latency', 'device': 'gpu'}, ["'gpu'", *hw.DEVICES]),
+        ({'metric': 'lat', 'device': 'edgegpu'}, ["'lat'", *hw.METRICS]),
+        ({'metric': 'energy', 'device': 'raspi4'}, ['raspi4', 'edgegpu', 'eyeriss', 'fpga']),
+        ({'metric': 'arithmetic_intensity', 'device': 'fpga'}, ['eyeriss']),
+        ({'metric': 'latency'}, ['device', *hw.DEVICES]),
+        ({'metric': 'flops', 'device': 'edgegpu'}, ['device=None']),
+        (
+            {'metric': 'latency', 'device': 'edgegpu', 'dataset': 'imagenet'},
+            ['cifar10', 'cifar100', 'ImageNet16-120'],
+        ),
+        (
+            {'metric': 'latency', 'device': 'edgegpu', 'missing': 'zero'},
+            ['error', 'infeasible', 'predict'],
+        ),
+        (
+            {'metric': 'latency', 'device': 'edgegpu', 'dataset': 'cifar100'},
+            ['cifar10', '--pickle', '--i-trust-this-pickle', 'convert_hwnasbench.py'],
+        ),
+    ],
+)
 def test_errors_list_the_options(kwargs, needles):
     with pytest.raises(UserError) as e:
         hw.cost(nb201.indices_to_genomes(0), **kwargs)
@@ -342,10 +371,17 @@ def test_available_unknown_dataset():
         hw.available('ImageNet16-120')
 
 
-@pytest.mark.parametrize('genomes', [
-    np.zeros(5, np.int64), np.zeros((2, 7), np.int64), np.full(6, 5), np.full(6, -1),
-    np.zeros(6, np.float32), np.int64(3),
-])
+@pytest.mark.parametrize(
+    'genomes',
+    [
+        np.zeros(5, np.int64),
+        np.zeros((2, 7), np.int64),
+        np.full(6, 5),
+        np.full(6, -1),
+        np.zeros(6, np.float32),
+        np.int64(3),
+    ],
+)
 def test_bad_genomes(genomes):
     with pytest.raises(UserError, match='genome'):
         hw.cost(genomes, 'latency', device='pixel3')
@@ -384,8 +420,11 @@ def test_consistently_rewritten_packaged_table_detected(tmp_path, monkeypatch):
     assert hw.load_table(path).digest == meta['data_sha256']  # Valid as a user table ...
     with monkeypatch.context() as m:  # ... but not as the packaged one.
         m.setattr(tables, 'packaged_path', lambda: str(path))
-        with pytest.raises(UserError, match=r'rewritten\.npz: the packaged HW-NAS-Bench table '
-                                            r'changed.*pinned.*reinstall hwnas_jax'):
+        with pytest.raises(
+            UserError,
+            match=r'rewritten\.npz: the packaged HW-NAS-Bench table '
+            r'changed.*pinned.*reinstall hwnas_jax',
+        ):
             hw.load_table()
 
 
@@ -407,8 +446,11 @@ def test_invalid_tables_rejected(tmp_path, edit):
     arrays['metadata'] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     path = tmp_path / f'{edit}.npz'
     _save(path, arrays)
-    with pytest.raises(UserError, match=rf'{edit}\.npz: invalid HW-NAS-Bench table.*'
-                                        'convert_hwnasbench.py'):
+    with pytest.raises(
+        UserError,
+        match=rf'{edit}\.npz: invalid HW-NAS-Bench table.*'
+        'convert_hwnasbench.py',
+    ):
         hw.load_table(path)
 
 

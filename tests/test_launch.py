@@ -13,8 +13,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def run(*args, cwd=REPO, timeout=600):
     env = dict(os.environ, JAX_PLATFORMS='cpu')
-    return subprocess.run([sys.executable, str(REPO / 'launch.py'), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / 'launch.py'), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def one_error_line(res, *needles):
@@ -41,10 +47,14 @@ CASES = {
     'batch of one': (['--config.proxy.batch_size=1'], ['proxy.batch_size']),
     'negative seed': (['--config.seed=-1'], ['config.seed']),
     'unknown device': (['--config.hardware.device=iphone'], ['hardware.device', 'pixel3']),
-    'device without table values': (['--config.hardware.device=edgegpu'],
-                                    ['hardware.missing=infeasible']),
-    'missing folder': (['--config.data.source=folder', '--config.data.root=/nonexistent/cifar'],
-                       ['/nonexistent/cifar']),
+    'device without table values': (
+        ['--config.hardware.device=edgegpu'],
+        ['hardware.missing=infeasible'],
+    ),
+    'missing folder': (
+        ['--config.data.source=folder', '--config.data.root=/nonexistent/cifar'],
+        ['/nonexistent/cifar'],
+    ),
     'missing table': (['--config.hardware.table=/nonexistent/t.npz'], ['/nonexistent/t.npz']),
     'missing checkpoint': (['--config.reference.checkpoint=/nonexistent/ck'], ['/nonexistent/ck']),
 }
@@ -53,8 +63,7 @@ CASES = {
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_bad_input_is_one_error_line(name, tmp_path):
     args, needles = CASES[name]
-    one_error_line(run('--config=configs/smoke.py', f'--workdir={tmp_path / "w"}', *args),
-                   *needles)
+    one_error_line(run('--config=configs/smoke.py', f'--workdir={tmp_path / "w"}', *args), *needles)
 
 
 def test_config_file_errors(tmp_path):
@@ -72,14 +81,15 @@ def test_damaged_batch_is_one_error_line(tmp_path, damage):
     np.savez(good, images=np.zeros((8, 32, 32, 3), np.uint8), labels=np.zeros(8, np.int32))
     data = good.read_bytes()
     if damage == 'truncate':
-        data = data[:len(data) // 2]
+        data = data[: len(data) // 2]
     elif damage == 'flip':
         data = data[:100] + bytes(b ^ 0xFF for b in data[100:164]) + data[164:]
     else:
         data = np.random.default_rng(0).bytes(len(data))
     good.write_bytes(data)
-    one_error_line(run('--config=configs/smoke.py', f'--workdir={workdir}'), 'batch.npz',
-                   'delete it')
+    one_error_line(
+        run('--config=configs/smoke.py', f'--workdir={workdir}'), 'batch.npz', 'delete it'
+    )
 
 
 @pytest.mark.parametrize('content', ['{"version": 2}', '{not json', '[]'])
@@ -91,16 +101,21 @@ def test_damaged_state_is_one_error_line(tmp_path, content):
 
 
 def test_traceback_flag_shows_the_traceback(tmp_path):
-    res = run('--config=configs/smoke.py', f'--workdir={tmp_path}', '--config.seed=-1',
-              '--traceback')
+    res = run(
+        '--config=configs/smoke.py', f'--workdir={tmp_path}', '--config.seed=-1', '--traceback'
+    )
     assert res.returncode != 0 and 'Traceback' in res.stderr
 
 
 def test_help_lists_the_configs():
     res = run('--help_configs')
     assert res.returncode == 0
-    for name in ('nb201_latency.py', 'smoke.py', 'ofa_flops.py [:240|300|374|cifar]',
-                 'hwnas_jax/config.py'):
+    for name in (
+        'nb201_latency.py',
+        'smoke.py',
+        'ofa_flops.py [:240|300|374|cifar]',
+        'hwnas_jax/config.py',
+    ):
         assert name in res.stdout
     res = run('--help')
     assert '--help_configs' in res.stdout + res.stderr  # absl's --help exits 1.
@@ -108,11 +123,19 @@ def test_help_lists_the_configs():
 
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     """An internal error is not dressed up as a user error (exit 1 with a traceback)."""
-    code = ('import sys; sys.argv = ["launch.py", "--config=configs/smoke.py", '
-            f'"--workdir={tmp_path}"]; import hwnas_jax.search.loop as l; '
-            'l.run = lambda c, w: 1 / 0; import launch; from absl import app; '
-            'app.run(launch.main, flags_parser=launch._parse_flags)')
-    res = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
-                         env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=600)
+    code = (
+        'import sys; sys.argv = ["launch.py", "--config=configs/smoke.py", '
+        f'"--workdir={tmp_path}"]; import hwnas_jax.search.loop as l; '
+        'l.run = lambda c, w: 1 / 0; import launch; from absl import app; '
+        'app.run(launch.main, flags_parser=launch._parse_flags)'
+    )
+    res = subprocess.run(
+        [sys.executable, '-c', code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'),
+        timeout=600,
+    )
     assert res.returncode == 1 and 'ZeroDivisionError' in res.stderr
     assert 'Traceback' in res.stderr

@@ -14,13 +14,21 @@ from hwnas_jax import spaces
 from hwnas_jax.errors import UserError
 from hwnas_jax.spaces import nb201, nb201_costs, nb201_net
 
-EXAMPLE = ('|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|'
-           'skip_connect~2|')
+EXAMPLE = (
+    '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|'
+    'skip_connect~2|'
+)
 EXAMPLE_GENOME = (3, 3, 4, 1, 3, 1)
 ALL_CONV3 = (3,) * 6
 # Genomes with `none` edges, dead nodes (no input path, or not reaching the output), pools.
-GENOMES = [EXAMPLE_GENOME, (0, 2, 3, 0, 4, 1), (3, 3, 0, 3, 0, 0), (0, 0, 3, 0, 3, 3),
-           (2, 0, 4, 0, 0, 1), (0, 0, 0, 0, 0, 0)]
+GENOMES = [
+    EXAMPLE_GENOME,
+    (0, 2, 3, 0, 4, 1),
+    (3, 3, 0, 3, 0, 0),
+    (0, 0, 3, 0, 3, 3),
+    (2, 0, 4, 0, 0, 1),
+    (0, 0, 0, 0, 0, 0),
+]
 TINY = {'channels': 4, 'cells_per_stage': 1, 'num_classes': 10}
 
 
@@ -47,8 +55,9 @@ def test_round_trips_over_the_whole_space():
     assert genomes.shape == (nb201.NUM_ARCHS, 6) and genomes.dtype == np.int64
     assert len(np.unique(genomes, axis=0)) == nb201.NUM_ARCHS
     np.testing.assert_array_equal(nb201.genomes_to_indices(genomes), idx)
-    np.testing.assert_array_equal(nb201.genomes_to_indices(genomes.reshape(125, 125, 6)),
-                                  idx.reshape(125, 125))
+    np.testing.assert_array_equal(
+        nb201.genomes_to_indices(genomes.reshape(125, 125, 6)), idx.reshape(125, 125)
+    )
     for i in range(0, nb201.NUM_ARCHS, 97):
         g = nb201.from_index(i)
         assert g == tuple(genomes[i]) and nb201.to_index(g) == i
@@ -67,18 +76,30 @@ def test_asset_agrees_with_the_hwnasbench_csv(shared_data):
     assert [s for _, s in rows] == [nb201.to_arch_str(g) for g in genomes]
 
 
-@pytest.mark.parametrize('bad', [
-    (1, 2, 3), (1, 2, 3, 4, 0, 1, 2), [[1, 2, 3, 4, 0, 1]], (1.0, 2, 3, 4, 0, 1),
-    (0.5, 2, 3, 4, 0, 1), (True,) * 6, ('a', 1, 1, 1, 1, 1), (5, 0, 0, 0, 0, 0),
-    (-1, 0, 0, 0, 0, 0), [1, [2], 3, 4, 0, 1], 3, None])
+@pytest.mark.parametrize(
+    'bad',
+    [
+        (1, 2, 3),
+        (1, 2, 3, 4, 0, 1, 2),
+        [[1, 2, 3, 4, 0, 1]],
+        (1.0, 2, 3, 4, 0, 1),
+        (0.5, 2, 3, 4, 0, 1),
+        (True,) * 6,
+        ('a', 1, 1, 1, 1, 1),
+        (5, 0, 0, 0, 0, 0),
+        (-1, 0, 0, 0, 0, 0),
+        [1, [2], 3, 4, 0, 1],
+        3,
+        None,
+    ],
+)
 def test_validate_rejects(bad):
     with pytest.raises(UserError, match='genome is 6 integers in \\[0, 4\\]'):
         nb201.validate(bad)
 
 
 def test_validate_accepts_integer_arrays():
-    for g in ([3, 3, 4, 1, 3, 1], np.asarray(EXAMPLE_GENOME, np.int8), jnp.asarray(
-            EXAMPLE_GENOME)):
+    for g in ([3, 3, 4, 1, 3, 1], np.asarray(EXAMPLE_GENOME, np.int8), jnp.asarray(EXAMPLE_GENOME)):
         out = nb201.validate(g)
         assert out.dtype == np.int64 and out.shape == (6,) and tuple(out) == EXAMPLE_GENOME
     with pytest.raises(UserError, match='values out of range'):
@@ -87,10 +108,18 @@ def test_validate_accepts_integer_arrays():
         nb201_costs.flops(np.zeros((3, 5), np.int64))
 
 
-@pytest.mark.parametrize('bad', [
-    '', EXAMPLE[:-1], EXAMPLE.replace('~1', '~0', 1), EXAMPLE.replace('skip_connect', 'skip'),
-    '|nor_conv_3x3~0|+|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|',
-    EXAMPLE + '+|none~0|', EXAMPLE.replace('~', '-')])
+@pytest.mark.parametrize(
+    'bad',
+    [
+        '',
+        EXAMPLE[:-1],
+        EXAMPLE.replace('~1', '~0', 1),
+        EXAMPLE.replace('skip_connect', 'skip'),
+        '|nor_conv_3x3~0|+|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|',
+        EXAMPLE + '+|none~0|',
+        EXAMPLE.replace('~', '-'),
+    ],
+)
 def test_malformed_arch_strings(bad):
     with pytest.raises(UserError, match='malformed NAS-Bench-201 arch string') as info:
         nb201.from_arch_str(bad)
@@ -185,7 +214,7 @@ def _count_jaxpr(jaxpr, counts):
         elif name == 'add' and eqn.outvars[0].aval.ndim == 2:
             counts['flops'] += out  # The classifier's bias.
         for param in eqn.params.values():
-            for sub in (param if isinstance(param, (tuple, list)) else (param,)):
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
                 if isinstance(sub, jax.extend.core.ClosedJaxpr):
                     _count_jaxpr(sub.jaxpr, counts)
                 elif isinstance(sub, jax.extend.core.Jaxpr):
@@ -201,8 +230,10 @@ def test_costs_match_the_flax_network(genome):
     variables = jax.eval_shape(functools.partial(net.init, train=False), jax.random.key(0), x)
     n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(variables['params']))
     assert n == round(nb201_costs.num_params(genome, **TINY) * 1e6)
-    counts = _count_jaxpr(jax.make_jaxpr(functools.partial(net.apply, train=False))(
-        variables, x).jaxpr, {'flops': 0, 'elements': 0})
+    counts = _count_jaxpr(
+        jax.make_jaxpr(functools.partial(net.apply, train=False))(variables, x).jaxpr,
+        {'flops': 0, 'elements': 0},
+    )
     assert counts['flops'] == round(nb201_costs.flops(genome, **TINY, resolution=8) * 1e6)
     assert counts['elements'] == nb201_costs.activation_elements(genome, **TINY, resolution=8)
 
@@ -228,8 +259,7 @@ def test_canonical_examples_and_classes():
 
 def _random_variables(model, *args, zero_shift=False, seed=0):
     """Variables of `model` with random values everywhere (fast: no RNG compile)."""
-    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                            *args)
+    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), *args)
     rng = np.random.default_rng(seed)
     flat = {}
     for path, s in traverse_util.flatten_dict(shapes).items():
@@ -253,16 +283,14 @@ def _compile(fn, *args):
 
 def _population_apply(train, conv_impl='xla', dispatch='select'):
     model = nb201_net.PopulationNetwork(**TINY, conv_impl=conv_impl, dispatch=dispatch)
-    return functools.partial(model.apply, train=train,
-                             mutable=['batch_stats'] if train else False)
+    return functools.partial(model.apply, train=train, mutable=['batch_stats'] if train else False)
 
 
 @functools.cache
 def _population_fn(train, conv_impl='xla', dispatch='select'):
     """(variables, x, genome) -> outputs, compiled once for the shapes of `_inputs()`."""
     x, v = _inputs()
-    return _compile(_population_apply(train, conv_impl, dispatch), v, x,
-                    jnp.zeros(6, jnp.int32))
+    return _compile(_population_apply(train, conv_impl, dispatch), v, x, jnp.zeros(6, jnp.int32))
 
 
 @functools.cache
@@ -275,8 +303,10 @@ def _inputs():
 def _max_diff(a, b):
     """Largest absolute difference of two pytrees, relative to max(1, the largest |b|)."""
     assert jax.tree.structure(a) == jax.tree.structure(b)
-    return max(float(jnp.max(jnp.abs(p - q)) / jnp.maximum(1.0, jnp.max(jnp.abs(q))))
-               for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return max(
+        float(jnp.max(jnp.abs(p - q)) / jnp.maximum(1.0, jnp.max(jnp.abs(q))))
+        for p, q in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 @pytest.mark.slow  # About 10 s on a loaded 2-core CPU: compiles two networks.
@@ -286,8 +316,10 @@ def test_exact_equals_population():
         exact = nb201_net.Network(genome, **TINY)
 
         def both(ev, exact=exact):
-            return (exact.apply(ev, x, train=True, mutable=['batch_stats']),
-                    exact.apply(ev, x, train=False))
+            return (
+                exact.apply(ev, x, train=True, mutable=['batch_stats']),
+                exact.apply(ev, x, train=False),
+            )
 
         # Compiled (not eager), as the population form is: in a degenerate cell (no path from
         # the input) train-mode BN of near-constant maps amplifies eager-vs-XLA rounding.
@@ -305,8 +337,9 @@ def test_conv_impls_agree():
     x, v = _inputs()
     for genome in GENOMES[:2]:
         g = jnp.asarray(genome, jnp.int32)
-        assert _max_diff(_population_fn(True)(v, x, g),
-                         _population_fn(True, 'im2col')(v, x, g)) < 1e-5
+        assert (
+            _max_diff(_population_fn(True)(v, x, g), _population_fn(True, 'im2col')(v, x, g)) < 1e-5
+        )
     exact = nb201_net.Network(EXAMPLE_GENOME, **TINY, conv_impl='im2col')
     ev = nb201_net.exact_variables(v, EXAMPLE_GENOME)
     out = _compile(functools.partial(exact.apply, train=False), ev, x)(ev, x)
@@ -320,8 +353,12 @@ def test_switch_dispatch_agrees_with_select():
         (out_s, stats_s) = _population_fn(True, dispatch='switch')(v, x, g)
         (out, stats) = _population_fn(True)(v, x, g)
         assert _max_diff(out_s, out) < 1e-6
-        assert _max_diff(nb201_net.exact_variables(stats_s, genome),
-                         nb201_net.exact_variables(stats, genome)) < 1e-6
+        assert (
+            _max_diff(
+                nb201_net.exact_variables(stats_s, genome), nb201_net.exact_variables(stats, genome)
+            )
+            < 1e-6
+        )
 
 
 @pytest.mark.slow  # 5-10 s: XLA:CPU compiles the backward pass slowly.
@@ -333,9 +370,14 @@ def test_gradients_reach_only_the_chosen_ops():
     pop = nb201_net.PopulationNetwork(**TINY)
 
     def loss(params, genome):
-        (logits, feats), _ = pop.apply({'params': params, 'batch_stats': v['batch_stats']}, x,
-                                       genome, train=True, mutable=['batch_stats'])
-        return jnp.sum(logits ** 2) + sum(jnp.mean(f ** 2) for f in feats)
+        (logits, feats), _ = pop.apply(
+            {'params': params, 'batch_stats': v['batch_stats']},
+            x,
+            genome,
+            train=True,
+            mutable=['batch_stats'],
+        )
+        return jnp.sum(logits**2) + sum(jnp.mean(f**2) for f in feats)
 
     args = (v['params'], jnp.asarray(genome, jnp.int32))
     grads = _compile(jax.grad(loss), *args)(*args)
@@ -355,8 +397,13 @@ def test_vmap_over_a_population_equals_a_loop():
     vmapped = jax.vmap(_population_apply(True), in_axes=(0, None, 0))
     batched = _compile(vmapped, stacked, x, genomes)(stacked, x, genomes)
     for k in range(3):
-        assert _max_diff(jax.tree.map(lambda a, k=k: a[k], batched),
-                         _population_fn(True)(members[k], x, genomes[k])) < 1e-5
+        assert (
+            _max_diff(
+                jax.tree.map(lambda a, k=k: a[k], batched),
+                _population_fn(True)(members[k], x, genomes[k]),
+            )
+            < 1e-5
+        )
 
 
 @pytest.mark.parametrize('genome', [GENOMES[1], GENOMES[2], GENOMES[3], (0, 3, 3, 0, 3, 1)])
@@ -364,8 +411,9 @@ def test_canonical_genome_computes_the_same_function(genome):
     # BN shifts and running means zero: the documented condition (a conv op on an all-zero
     # node outputs its BN shift). Kernels, scales and running variances are random.
     x, _ = _inputs()
-    v = _random_variables(nb201_net.PopulationNetwork(**TINY), x, jnp.zeros(6, jnp.int32),
-                          zero_shift=True, seed=1)
+    v = _random_variables(
+        nb201_net.PopulationNetwork(**TINY), x, jnp.zeros(6, jnp.int32), zero_shift=True, seed=1
+    )
     canon = jnp.asarray(nb201.canonical(genome), jnp.int32)
     assert tuple(canon.tolist()) != genome
     for train in (True, False):
@@ -381,20 +429,24 @@ def test_shapes_and_params_of_the_full_size_network():
     key = jax.random.key(0)
     exact = nb201_net.Network(ALL_CONV3)
     (logits, feats), ev = jax.eval_shape(
-        functools.partial(exact.init_with_output, train=True), key, x)
+        functools.partial(exact.init_with_output, train=True), key, x
+    )
     assert logits.shape == (2, 10)
     assert [f.shape for f in feats] == [(2, 32, 32, 16), (2, 16, 16, 32), (2, 8, 8, 64)]
     assert sum(int(np.prod(a.shape)) for a in jax.tree.leaves(ev['params'])) == 1531546
     pop = nb201_net.PopulationNetwork()
     (_, feats_p), pv = jax.eval_shape(
-        functools.partial(pop.init_with_output, train=True), key, x, jnp.zeros(6, jnp.int32))
+        functools.partial(pop.init_with_output, train=True), key, x, jnp.zeros(6, jnp.int32)
+    )
     assert [f.shape for f in feats_p] == [f.shape for f in feats]
     for genome in (ALL_CONV3, GENOMES[1]):
         ev = jax.eval_shape(functools.partial(nb201_net.Network(genome).init, train=False), key, x)
-        assert jax.tree.map(lambda a: a.shape, nb201_net.exact_variables(pv, genome)) == \
-            jax.tree.map(lambda a: a.shape, ev)
+        assert jax.tree.map(
+            lambda a: a.shape, nb201_net.exact_variables(pv, genome)
+        ) == jax.tree.map(lambda a: a.shape, ev)
     assert sorted(k for k in ev['params'] if k.startswith('cell')) == sorted(
-        f'cell{k}' for k in range(17))
+        f'cell{k}' for k in range(17)
+    )
 
 
 def test_population_network_rejects_bad_genome_shape():

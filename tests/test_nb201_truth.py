@@ -14,8 +14,11 @@ from hwnas_jax.spaces import nb201, nb201_costs
 from hwnas_jax.spaces import nb201_truth as truth
 
 # Published NAS-Bench-201 optima and space means (shared/data/nb201-accuracy/README.md).
-OPTIMA = {'cifar10': (94.37, 6111, 87.06), 'cifar100': (73.51, 9930, 61.39),
-          'ImageNet16-120': (47.31, 857, 33.57)}
+OPTIMA = {
+    'cifar10': (94.37, 6111, 87.06),
+    'cifar100': (73.51, 9930, 61.39),
+    'ImageNet16-120': (47.31, 857, 33.57),
+}
 
 
 @pytest.mark.parametrize('dataset', truth.DATASETS)
@@ -53,10 +56,13 @@ def test_accuracy_batches_and_indices():
     assert np.ndim(truth.accuracy(genomes[0, 0])) == 0
 
 
-@pytest.mark.parametrize('dataset,split,match', [
-    ('imagenet', 'test', "unknown NAS-Bench-201 dataset 'imagenet'.*ImageNet16-120"),
-    ('cifar10', 'train', r"unknown NAS-Bench-201 split 'train'.*\['test', 'valid'\]"),
-])
+@pytest.mark.parametrize(
+    'dataset,split,match',
+    [
+        ('imagenet', 'test', "unknown NAS-Bench-201 dataset 'imagenet'.*ImageNet16-120"),
+        ('cifar10', 'train', r"unknown NAS-Bench-201 split 'train'.*\['test', 'valid'\]"),
+    ],
+)
 def test_unknown_names(dataset, split, match):
     with pytest.raises(UserError, match=match):
         truth.accuracy([1] * 6, dataset, split)
@@ -133,8 +139,7 @@ def _exhaustive_best(costs, limits, acc):
     """Independent reference: a Python loop over all architectures."""
     best, best_acc = None, -1.0
     for i in range(acc.size):
-        ok = all(np.isfinite(costs[c, i]) and costs[c, i] <= limits[c]
-                 for c in range(len(limits)))
+        ok = all(np.isfinite(costs[c, i]) and costs[c, i] <= limits[c] for c in range(len(limits)))
         if ok and acc[i] > best_acc:
             best, best_acc = i, acc[i]
     return best
@@ -185,8 +190,10 @@ def test_best_feasible_with_the_objective():
 
 
 def test_numpy_only():
-    code = ('import sys; from hwnas_jax.spaces import nb201_truth as t; t.accuracy([3] * 6); '
-            "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' == m[:3])")
+    code = (
+        'import sys; from hwnas_jax.spaces import nb201_truth as t; t.accuracy([3] * 6); '
+        "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' == m[:3])"
+    )
     subprocess.run([sys.executable, '-c', code], check=True)
 
 

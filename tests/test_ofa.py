@@ -12,9 +12,11 @@ from hwnas_jax.spaces import ofa, ofa_layers, ofa_net
 LARGEST = (2,) * 45
 SMALLEST = (0,) * 45
 # Depths 2, 3, 4, 2, 3 with mixed kernel sizes and expand ratios.
-MIXED = tuple([0, 1, 2, 1, 2, 0, 1, 0, 1, 2, 2, 0, 0, 2, 1, 2, 2, 1, 0, 1]
-              + [2, 0, 1, 1, 1, 2, 0, 2, 0, 1, 2, 1, 2, 2, 0, 0, 1, 0, 2, 2]
-              + [0, 1, 2, 0, 1])
+MIXED = tuple(
+    [0, 1, 2, 1, 2, 0, 1, 0, 1, 2, 2, 0, 0, 2, 1, 2, 2, 1, 0, 1]
+    + [2, 0, 1, 1, 1, 2, 0, 2, 0, 1, 2, 1, 2, 2, 0, 0, 1, 0, 2, 2]
+    + [0, 1, 2, 0, 1]
+)
 
 
 def _genome(k: int, e: int, d: int) -> tuple:
@@ -23,20 +25,27 @@ def _genome(k: int, e: int, d: int) -> tuple:
 
 # -- codec ---------------------------------------------------------------------------------------
 
+
 def test_space_constants():
     assert ofa.NAME == 'ofa'
     np.testing.assert_array_equal(ofa.CARDINALITIES, [3] * 45)
     assert ofa.CARDINALITIES.dtype == np.int64
 
 
-@pytest.mark.parametrize('mult, widths', [
-    (1.0, (16, 16, 24, 40, 80, 112, 160, 960, 1280)),
-    (1.2, (24, 24, 32, 48, 96, 136, 192, 1152, 1536)),
-])
+@pytest.mark.parametrize(
+    'mult, widths',
+    [
+        (1.0, (16, 16, 24, 40, 80, 112, 160, 960, 1280)),
+        (1.2, (24, 24, 32, 48, 96, 136, 192, 1152, 1536)),
+    ],
+)
 def test_widths(mult, widths):
     lay = ofa.layout(mult)
-    got = ((lay.stem_ch, lay.first_ch) + tuple(s.out_ch for s in lay.stages)
-           + (lay.final_ch, lay.mix_ch))
+    got = (
+        (lay.stem_ch, lay.first_ch)
+        + tuple(s.out_ch for s in lay.stages)
+        + (lay.final_ch, lay.mix_ch)
+    )
     assert got == widths
     assert [s.stride for s in lay.stages] == [2, 2, 2, 1, 2]
     assert [s.se for s in lay.stages] == [False, True, False, True, True]
@@ -46,7 +55,12 @@ def test_widths(mult, widths):
 
 def test_make_divisible_matches_ofa_rule():
     assert [ofa.make_divisible(v) for v in (3, 16 * 1.2, 40 * 1.2, 112 * 1.2, 27.9)] == [
-        8, 24, 48, 136, 32]
+        8,
+        24,
+        48,
+        136,
+        32,
+    ]
     assert ofa_net.mid_channels(24, 3) == 72 and ofa_net.se_channels(72) == 24
     assert ofa_net.se_channels(120) == 32  # 30 -> 32
 
@@ -59,14 +73,17 @@ def test_validate_returns_int64_copy():
     assert g[0] == 0
 
 
-@pytest.mark.parametrize('bad, match', [
-    ([0] * 44, '45 genes'),
-    (np.zeros((1, 45), int), '45 genes'),
-    (np.zeros(45) + 0.5, 'integers'),
-    (np.zeros(45, bool), 'integers'),
-    ([0] * 44 + [3], r'genes \[44\]'),
-    ([-1] + [0] * 44, 'out of range'),
-])
+@pytest.mark.parametrize(
+    'bad, match',
+    [
+        ([0] * 44, '45 genes'),
+        (np.zeros((1, 45), int), '45 genes'),
+        (np.zeros(45) + 0.5, 'integers'),
+        (np.zeros(45, bool), 'integers'),
+        ([0] * 44 + [3], r'genes \[44\]'),
+        ([-1] + [0] * 44, 'out of range'),
+    ],
+)
 def test_validate_rejects(bad, match):
     with pytest.raises(ValueError, match=match):
         ofa.validate(bad)
@@ -102,14 +119,17 @@ def test_config_round_trip():
     np.testing.assert_array_equal(ofa.from_config({**cfg, 'r': [224], 'wid': None}), LARGEST)
 
 
-@pytest.mark.parametrize('change, match', [
-    (lambda c: c.pop('d'), "lacks the key 'd'"),
-    (lambda c: c.update(ks=[3] * 19), "'ks' needs 20"),
-    (lambda c: c['ks'].__setitem__(3, 4), r'ks\[3\] = 4'),
-    (lambda c: c['e'].__setitem__(0, 3.0), r'e\[0\] = 3.0'),
-    (lambda c: c['d'].__setitem__(1, True), r'd\[1\] = True'),
-    (lambda c: c.update(w=[1]), 'Unknown OFA config keys'),
-])
+@pytest.mark.parametrize(
+    'change, match',
+    [
+        (lambda c: c.pop('d'), "lacks the key 'd'"),
+        (lambda c: c.update(ks=[3] * 19), "'ks' needs 20"),
+        (lambda c: c['ks'].__setitem__(3, 4), r'ks\[3\] = 4'),
+        (lambda c: c['e'].__setitem__(0, 3.0), r'e\[0\] = 3.0'),
+        (lambda c: c['d'].__setitem__(1, True), r'd\[1\] = True'),
+        (lambda c: c.update(w=[1]), 'Unknown OFA config keys'),
+    ],
+)
 def test_from_config_rejects(change, match):
     cfg = ofa.to_config(MIXED)
     change(cfg)
@@ -144,10 +164,18 @@ def test_describe_is_json():
 
 # -- analytic cost -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('mult, res, largest, smallest', [
-    (1.0, 224, 566.2, 121.3), (1.0, 192, 417.3, 89.8), (1.0, 160, 291.3, 63.2),
-    (1.0, 128, 188.2, 41.5), (1.2, 224, 843.1, 193.1), (1.2, 160, 433.6, 100.3),
-])
+
+@pytest.mark.parametrize(
+    'mult, res, largest, smallest',
+    [
+        (1.0, 224, 566.2, 121.3),
+        (1.0, 192, 417.3, 89.8),
+        (1.0, 160, 291.3, 63.2),
+        (1.0, 128, 188.2, 41.5),
+        (1.2, 224, 843.1, 193.1),
+        (1.2, 160, 433.6, 100.3),
+    ],
+)
 def test_macs_reference_numbers(mult, res, largest, smallest):
     """The reference values of the method anchors (OFA's counting convention)."""
     assert round(ofa.macs(LARGEST, res, width_mult=mult), 1) == largest
@@ -164,22 +192,35 @@ def test_params_reference_numbers(mult, largest, smallest):
 # 1080ti_gpu64@12ms_top1@72.6_finetune@25, net.config and run.config: image_size 128), a
 # ProxylessNAS-space net: README "#MACs" 165M. Rows: in, out, kernel, stride, expand.
 _PROXYLESS_1080TI = [
-    (40, 24, 3, 1, 1), (24, 32, 3, 2, 3), (32, 32, 3, 1, 3), (32, 56, 3, 2, 6),
-    (56, 56, 5, 1, 4), (56, 56, 5, 1, 4), (56, 104, 5, 2, 6), (104, 104, 5, 1, 3),
-    (104, 104, 7, 1, 3), (104, 128, 3, 1, 4), (128, 128, 7, 1, 3), (128, 128, 3, 1, 6),
-    (128, 128, 3, 1, 4), (128, 248, 7, 2, 6), (248, 248, 5, 1, 4), (248, 248, 7, 1, 3),
-    (248, 248, 5, 1, 3), (248, 416, 3, 1, 6),
+    (40, 24, 3, 1, 1),
+    (24, 32, 3, 2, 3),
+    (32, 32, 3, 1, 3),
+    (32, 56, 3, 2, 6),
+    (56, 56, 5, 1, 4),
+    (56, 56, 5, 1, 4),
+    (56, 104, 5, 2, 6),
+    (104, 104, 5, 1, 3),
+    (104, 104, 7, 1, 3),
+    (104, 128, 3, 1, 4),
+    (128, 128, 7, 1, 3),
+    (128, 128, 3, 1, 6),
+    (128, 128, 3, 1, 4),
+    (128, 248, 7, 2, 6),
+    (248, 248, 5, 1, 4),
+    (248, 248, 7, 1, 3),
+    (248, 248, 5, 1, 3),
+    (248, 416, 3, 1, 6),
 ]
 
 
 def test_block_macs_reproduce_published_ofa_net():
     size = 64  # 128 after the stride-2 stem
-    total = 3 * 40 * 9 * size ** 2
+    total = 3 * 40 * 9 * size**2
     for cin, cout, k, s, e in _PROXYLESS_1080TI:
         m, size = ofa.mbconv_macs(cin, None if e == 1 else cin * e, cout, k, s, size)
         total += m
     assert size == 4
-    total += 416 * 1664 * size ** 2 + 1664 * 1000  # ProxylessNAS mixes features before pooling
+    total += 416 * 1664 * size**2 + 1664 * 1000  # ProxylessNAS mixes features before pooling
     assert round(total / 1e6) == 165
 
 
@@ -192,9 +233,8 @@ def test_cifar_stem_macs():
         per_pixel = 27 * lay.stem_ch + 9 * lay.stem_ch + lay.stem_ch * lay.first_ch
         per_pixel += lay.first_ch * mid0
         diff = ofa.macs(g, 128, width_mult=mult) - ofa.macs(g, 32, width_mult=mult)
-        assert diff == pytest.approx(per_pixel * (64 ** 2 - 32 ** 2) / 1e6, rel=1e-12)
-        assert ofa.macs(g, 32, width_mult=mult) == ofa.macs(g, 32, width_mult=mult,
-                                                            cifar_stem=True)
+        assert diff == pytest.approx(per_pixel * (64**2 - 32**2) / 1e6, rel=1e-12)
+        assert ofa.macs(g, 32, width_mult=mult) == ofa.macs(g, 32, width_mult=mult, cifar_stem=True)
         assert ofa.macs(g, 32, cifar_stem=False) < ofa.macs(g, 32)
 
 
@@ -223,6 +263,7 @@ def test_macs_monotone():
 
 # -- networks ------------------------------------------------------------------------------------
 
+
 def _count(tree) -> int:
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
 
@@ -233,7 +274,8 @@ def test_num_params_counts_flax_params_and_trees_match(mult):
     key = jax.random.key(0)
     pop = ofa_net.PopulationNetwork(num_classes=10, width_mult=mult, resolution=32)
     pop_shapes = jax.eval_shape(
-        lambda k, x: pop.init(k, x, jnp.zeros(45, jnp.int32), train=False), key, x)
+        lambda k, x: pop.init(k, x, jnp.zeros(45, jnp.int32), train=False), key, x
+    )
     for g in (LARGEST, SMALLEST, MIXED):
         net = ofa_net.Network(g, num_classes=10, width_mult=mult, resolution=32)
         shapes = jax.eval_shape(lambda k, x, net=net: net.init(k, x, train=False), key, x)
@@ -250,15 +292,21 @@ def test_output_shapes_and_feature_stages():
     x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
     net = ofa_net.Network(g, num_classes=7, width_mult=1.0, feature_stages=(1, 2, 3, 4, 5))
     (logits, feats), _ = jax.eval_shape(
-        lambda k, x: net.init_with_output(k, x, train=False), jax.random.key(0), x)
+        lambda k, x: net.init_with_output(k, x, train=False), jax.random.key(0), x
+    )
     assert logits.shape == (2, 7)
-    assert [f.shape for f in feats] == [(2, 56, 56, 24), (2, 28, 28, 40), (2, 14, 14, 80),
-                                        (2, 14, 14, 112), (2, 7, 7, 160)]
+    assert [f.shape for f in feats] == [
+        (2, 56, 56, 24),
+        (2, 28, 28, 40),
+        (2, 14, 14, 80),
+        (2, 14, 14, 112),
+        (2, 7, 7, 160),
+    ]
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
     pop = ofa_net.PopulationNetwork(num_classes=7, resolution=32)  # width 1.2, CIFAR stem
     (logits, feats), _ = jax.eval_shape(
-        lambda k, x: pop.init_with_output(k, x, jnp.asarray(g), train=False), jax.random.key(0),
-        x)
+        lambda k, x: pop.init_with_output(k, x, jnp.asarray(g), train=False), jax.random.key(0), x
+    )
     assert logits.shape == (2, 7)
     assert [f.shape for f in feats] == [(2, 32, 32, 32), (2, 8, 8, 96), (2, 4, 4, 192)]
 
@@ -266,24 +314,28 @@ def test_output_shapes_and_feature_stages():
 def test_network_argument_errors():
     x = jnp.zeros((2, 32, 32, 3))
     with pytest.raises(ValueError, match='resolution 224'):
-        ofa_net.PopulationNetwork().init(jax.random.key(0), x, jnp.zeros(45, jnp.int32),
-                                     train=False)
+        ofa_net.PopulationNetwork().init(
+            jax.random.key(0), x, jnp.zeros(45, jnp.int32), train=False
+        )
     with pytest.raises(ValueError, match='feature_stages'):
         ofa_net.Network(MIXED, resolution=32, feature_stages=(0, 3)).init(
-            jax.random.key(0), x, train=False)
+            jax.random.key(0), x, train=False
+        )
     with pytest.raises(ValueError, match='45 genes'):
-        ofa_net.PopulationNetwork(resolution=32).init(jax.random.key(0), x,
-                                                      jnp.zeros(44, jnp.int32),
-                                                  train=False)
+        ofa_net.PopulationNetwork(resolution=32).init(
+            jax.random.key(0), x, jnp.zeros(44, jnp.int32), train=False
+        )
     with pytest.raises(ValueError, match='out of range'):
         ofa_net.Network((3,) * 45, resolution=32).init(jax.random.key(0), x, train=False)
 
 
 # -- exact network == population network --------------------------------------------------------
 
+
 def _fill(shapes, rng: np.random.Generator, members: int):
     """Random variables for ``members`` stacked members: kernels ~ N(0, 1 / fan_in), random BN
     scales and biases, SE and classifier biases, so that no layer is trivially an identity."""
+
     def leaf(path, s):
         name, shape = path[-1].key, (members,) + s.shape
         if name == 'kernel':
@@ -320,8 +372,9 @@ def test_masked_block_equals_exact_block(se, stride):
     v = _member(_fill(shapes, np.random.default_rng(0), 1), 0)
 
     def loss(p, st, block, *args):
-        y, new = block.apply({'params': p, 'batch_stats': st}, x, *args, train=True,
-                             mutable=['batch_stats'])
+        y, new = block.apply(
+            {'params': p, 'batch_stats': st}, x, *args, train=True, mutable=['batch_stats']
+        )
         return jnp.mean(jnp.square(y)), (y, new['batch_stats'])
 
     masked = jax.jit(jax.value_and_grad(lambda p, st, *a: loss(p, st, blk, *a), has_aux=True))
@@ -331,9 +384,10 @@ def test_masked_block_equals_exact_block(se, stride):
         (_, (y, new)), grads = masked(v['params'], v['batch_stats'], kg, eg, True)
         exact = ofa_net.MBConv(blk.out_ch, k, stride, mid, se, 'h_swish')
         ev = {c: ofa_net._slice_block(t, k, mid) for c, t in v.items()}
-        (_, (y2, new2)), grads2 = jax.jit(jax.value_and_grad(
-            lambda p, st, block: loss(p, st, block), has_aux=True), static_argnums=2)(
-                ev['params'], ev['batch_stats'], exact)
+        (_, (y2, new2)), grads2 = jax.jit(
+            jax.value_and_grad(lambda p, st, block: loss(p, st, block), has_aux=True),
+            static_argnums=2,
+        )(ev['params'], ev['batch_stats'], exact)
         _assert_close(y, y2, 1e-5)
         _assert_close(ofa_net._slice_block(new, k, mid), new2, 1e-5)
         _assert_close(ofa_net._slice_block(grads, k, mid), grads2, 1e-5)
@@ -362,19 +416,26 @@ def test_masked_block_init_uses_active_fan_out():
     small = init(0, 1)['params']  # k3, e4: the same draws, scaled
     mid, mid_max = ofa_net.mid_channels(16, 4), ofa_net.mid_channels(16, 6)
     red, red_max = ofa_net.se_channels(mid), ofa_net.se_channels(mid_max)
-    for layer, ratio in (('expand_conv', mid_max / mid), ('dw_conv', 49 * mid_max / (9 * mid)),
-                         ('se_reduce', red_max / red), ('se_expand', mid_max / mid),
-                         ('project_conv', 1.0)):
-        np.testing.assert_allclose(small[layer]['kernel'], big[layer]['kernel'] * np.sqrt(ratio),
-                                   rtol=1e-5)
+    for layer, ratio in (
+        ('expand_conv', mid_max / mid),
+        ('dw_conv', 49 * mid_max / (9 * mid)),
+        ('se_reduce', red_max / red),
+        ('se_expand', mid_max / mid),
+        ('project_conv', 1.0),
+    ):
+        np.testing.assert_allclose(
+            small[layer]['kernel'], big[layer]['kernel'] * np.sqrt(ratio), rtol=1e-5
+        )
     std = float(jnp.std(small['dw_conv']['kernel']))
     assert std == pytest.approx(np.sqrt(2 / (9 * mid)), rel=0.1)
 
 
 # Depths 4, 2, 3, 2, 4: the other depth per feature stage than MIXED.
-MIXED2 = tuple([2, 0, 1, 2, 1, 1, 2, 0, 0, 2, 1, 2, 1, 0, 2, 0, 0, 2, 1, 1]
-               + [0, 2, 1, 2, 1, 0, 0, 2, 2, 0, 1, 1, 1, 2, 2, 0, 2, 1, 0, 0]
-               + [2, 0, 1, 0, 2])
+MIXED2 = tuple(
+    [2, 0, 1, 2, 1, 1, 2, 0, 0, 2, 1, 2, 1, 0, 2, 0, 0, 2, 1, 1]
+    + [0, 2, 1, 2, 1, 0, 0, 2, 2, 0, 1, 1, 1, 2, 2, 0, 2, 1, 0, 0]
+    + [2, 0, 1, 0, 2]
+)
 POP_GENOMES = (MIXED, MIXED2, SMALLEST)
 MOMENTUM = 0.9  # flax BatchNorm momentum of both networks
 
@@ -397,13 +458,20 @@ def population():
     train = jax.jit(jax.vmap(train_one))
     out, new = train(v, genomes)
     train(v, genomes[::-1])  # other genomes, same compiled program
-    calib = jax.tree.map(lambda a, b: (a - MOMENTUM * b) / (1 - MOMENTUM),
-                         new['batch_stats'], v['batch_stats'])
+    calib = jax.tree.map(
+        lambda a, b: (a - MOMENTUM * b) / (1 - MOMENTUM), new['batch_stats'], v['batch_stats']
+    )
     evaluate = jax.jit(jax.vmap(lambda v, g: pop.apply(v, x, g, train=False)))
     eval_v = {'params': v['params'], 'batch_stats': calib}
-    return {'x': x, 'v': v, 'traces': len(traces), 'train_out': out,
-            'new_stats': new['batch_stats'],
-            'eval_v': eval_v, 'eval_out': evaluate(eval_v, genomes)}
+    return {
+        'x': x,
+        'v': v,
+        'traces': len(traces),
+        'train_out': out,
+        'new_stats': new['batch_stats'],
+        'eval_v': eval_v,
+        'eval_out': evaluate(eval_v, genomes),
+    }
 
 
 @pytest.mark.slow
@@ -413,21 +481,28 @@ def test_population_equals_exact_network(population, m):
     g = POP_GENOMES[m]
     net = ofa_net.Network(g, num_classes=10, width_mult=1.0, resolution=32)
     v = ofa_net.exact_variables(_member(population['v'], m), g)
-    out, new = jax.jit(lambda v: net.apply(v, population['x'], train=True,
-                                           mutable=['batch_stats']))(v)
+    out, new = jax.jit(
+        lambda v: net.apply(v, population['x'], train=True, mutable=['batch_stats'])
+    )(v)
     _assert_close(_member(population['train_out'], m), out)
-    pop_new = {'params': _member(population['v'], m)['params'],
-               'batch_stats': _member(population['new_stats'], m)}
+    pop_new = {
+        'params': _member(population['v'], m)['params'],
+        'batch_stats': _member(population['new_stats'], m),
+    }
     _assert_close(ofa_net.exact_variables(pop_new, g)['batch_stats'], new['batch_stats'])
     # Skipped blocks keep their running statistics.
     depths = [ofa_net.DEPTH_CHOICES[d] for d in g[40:]]
     for i in range(20):
         if i % 4 >= depths[i // 4]:
             name = f'block{i + 1}'
-            _assert_close(_member(population['new_stats'], m)[name],
-                          _member(population['v'], m)['batch_stats'][name], 0.0)
+            _assert_close(
+                _member(population['new_stats'], m)[name],
+                _member(population['v'], m)['batch_stats'][name],
+                0.0,
+            )
     eval_out = jax.jit(lambda v: net.apply(v, population['x'], train=False))(
-        ofa_net.exact_variables(_member(population['eval_v'], m), g))
+        ofa_net.exact_variables(_member(population['eval_v'], m), g)
+    )
     _assert_close(_member(population['eval_out'], m), eval_out)
     # With batch statistics as running statistics, eval mode reproduces train mode.
     _assert_close(eval_out, out, 1e-3)

@@ -19,14 +19,23 @@ from hwnas_jax import reference, spaces, train_arch
 from hwnas_jax.spaces import ofa
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = ['--config.space.width_mult=1.0', '--config.data.source=folder',
-        '--config.data.num_classes=3', '--config.proxy.steps=1', '--config.proxy.batch_size=4',
-        '--config.proxy.pool_size=8', '--config.ga.population=2', '--config.ga.tournament=2',
-        '--config.ga.generations=2', '--config.ga.mutation=0.0', '--config.ga.crossover=1.0',
-        '--config.hardware.limit=80',
-        # One exact network per architecture: on XLA:CPU the masked population form of OFA
-        # compiles and runs far slower (depthwise-convolution gradients at the largest kernel).
-        '--config.proxy.strategy=exact']
+TINY = [
+    '--config.space.width_mult=1.0',
+    '--config.data.source=folder',
+    '--config.data.num_classes=3',
+    '--config.proxy.steps=1',
+    '--config.proxy.batch_size=4',
+    '--config.proxy.pool_size=8',
+    '--config.ga.population=2',
+    '--config.ga.tournament=2',
+    '--config.ga.generations=2',
+    '--config.ga.mutation=0.0',
+    '--config.ga.crossover=1.0',
+    '--config.hardware.limit=80',
+    # One exact network per architecture: on XLA:CPU the masked population form of OFA
+    # compiles and runs far slower (depthwise-convolution gradients at the largest kernel).
+    '--config.proxy.strategy=exact',
+]
 
 
 def _ofa_config(root):
@@ -84,9 +93,11 @@ def test_ofa_reference_loads_with_the_configured_feature_stages(folder, ofa_refe
     logits, features = reference.make_feature_fn(module, variables, bn_mode='train')(x)
     assert logits.shape == (2, 3)
     assert [f.shape for f in features] == [(2, 16, 16, 40), (2, 4, 4, 160)]
-    for field, value, match in (('data.num_classes', 10, 'classes'),
-                                ('space.resolution', 64, 'trained at 32px'),
-                                ('reference.arch', 'resnet20', 'arch=ofa_max')):
+    for field, value, match in (
+        ('data.num_classes', 10, 'classes'),
+        ('space.resolution', 64, 'trained at 32px'),
+        ('reference.arch', 'resnet20', 'arch=ofa_max'),
+    ):
         other = _ofa_config(folder)
         other.reference.checkpoint = str(ofa_reference)
         section, name = field.split('.')
@@ -101,11 +112,18 @@ def test_tiny_ofa_search_end_to_end(folder, ofa_reference, tmp_path):
     # Default XLA options: at backend optimisation level 0 the OFA member runs about 20x
     # slower on CPU (200 s instead of 10 s), more than the compilation it saves.
     env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'cache'))
-    cmd = [sys.executable, 'launch.py', '--config=configs/ofa_flops.py:cifar',
-           f'--workdir={workdir}', f'--config.data.root={folder}',
-           f'--config.reference.checkpoint={ofa_reference}', *TINY]
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-                         check=False)
+    cmd = [
+        sys.executable,
+        'launch.py',
+        '--config=configs/ofa_flops.py:cifar',
+        f'--workdir={workdir}',
+        f'--config.data.root={folder}',
+        f'--config.reference.checkpoint={ofa_reference}',
+        *TINY,
+    ]
+    res = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     assert 'gen 2/2' in res.stderr
     lines = [json.loads(x) for x in (workdir / 'metrics.jsonl').read_text().splitlines()]
@@ -114,8 +132,7 @@ def test_tiny_ofa_search_end_to_end(folder, ofa_reference, tmp_path):
     genome = best['genome']
     assert len(genome) == 45 and np.isfinite(best['score'])
     assert best['costs']['macs'] == pytest.approx(ofa.macs(genome, 32, 3, 1.0))
-    assert best['fitness'] == pytest.approx(
-        best['score'] + min(0.0, 80 - best['costs']['macs']))
+    assert best['fitness'] == pytest.approx(best['score'] + min(0.0, 80 - best['costs']['macs']))
     # The found architecture is what train_arch trains, given the best.json.
     space = spaces.make(_ofa_config(folder))
     assert train_arch.parse_genome(space, str(workdir / 'best.json')) == tuple(genome)

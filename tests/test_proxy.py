@@ -17,8 +17,15 @@ from hwnas_jax.spaces import nb201_net
 
 KW = dict(channels=4, cells_per_stage=1, num_classes=10)
 SETTINGS = proxy.Settings(steps=3)
-GENOMES = np.array([[3, 3, 3, 3, 3, 3], [0, 0, 0, 2, 1, 4], [1, 2, 4, 0, 3, 1],
-                    [2, 0, 0, 0, 0, 3], [4, 4, 4, 4, 4, 4]])
+GENOMES = np.array(
+    [
+        [3, 3, 3, 3, 3, 3],
+        [0, 0, 0, 2, 1, 4],
+        [1, 2, 4, 0, 3, 1],
+        [2, 0, 0, 0, 0, 3],
+        [4, 4, 4, 4, 4, 4],
+    ]
+)
 
 
 def tiny_space():
@@ -29,17 +36,24 @@ def tiny_space():
 
 def engine(batch, settings=SETTINGS, *, strategy='loop', population=4, **kwargs):
     """A scorer of tiny NB201 networks, `population` members per compiled call."""
-    return proxy.make_scorer(tiny_space(), batch, settings, strategy=strategy,
-                             chunk_size=population, **kwargs)
+    return proxy.make_scorer(
+        tiny_space(), batch, settings, strategy=strategy, chunk_size=population, **kwargs
+    )
 
 
 def tiny_batch(n=8, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.normal(size=(n, 16, 16, 3)).astype(np.float32)
-    ref = [rng.normal(size=(n, 16, 16, 4)), rng.normal(size=(n, 8, 8, 8)),
-           rng.normal(size=(n, 4, 4, 16))]
-    return {'images': images, 'labels': rng.integers(0, 10, n).astype(np.int32),
-            'ref_features': [r.astype(np.float32) for r in ref]}
+    ref = [
+        rng.normal(size=(n, 16, 16, 4)),
+        rng.normal(size=(n, 8, 8, 8)),
+        rng.normal(size=(n, 4, 4, 16)),
+    ]
+    return {
+        'images': images,
+        'labels': rng.integers(0, 10, n).astype(np.int32),
+        'ref_features': [r.astype(np.float32) for r in ref],
+    }
 
 
 @pytest.fixture(scope='module')
@@ -85,11 +99,12 @@ def test_score_matches_direct_computation(batch):
     eng = engine(batch, proxy.Settings(steps=0), strategy='loop', population=2)
     g = GENOMES[2]
     seed = proxy.member_seeds(g[None])[0]
-    model = nb201_net.PopulationNetwork(**KW, conv_impl='im2col')
+    model = nb201_net.PopulationNetwork(**KW, conv_impl='xla_cpu')
     key = jax.random.fold_in(jax.random.key(0), seed)
     v = model.init(key, batch['images'][:2], jnp.asarray(g), train=False)
-    (_, feats), _ = model.apply(v, batch['images'], jnp.asarray(g), train=True,
-                                mutable=['batch_stats'])
+    (_, feats), _ = model.apply(
+        v, batch['images'], jnp.asarray(g), train=True, mutable=['batch_stats']
+    )
     want = rmi.rmi_score(batch['ref_features'], feats)
     np.testing.assert_allclose(eng.score(g[None])['score'], [want], rtol=1e-5)
 
@@ -108,7 +123,7 @@ def test_select_batch_takes_lowest_cross_entropy():
     assert batch_lib.select_batch(np.zeros((5, 1)), np.zeros(5), ce, 3).tolist() == [1, 4, 3]
 
 
-SHARDED = r'''
+SHARDED = r"""
 import json, sys
 import numpy as np
 import jax
@@ -122,16 +137,23 @@ for strategy in ('loop', 'vmap'):
     assert eng.call_size == 8
     out[strategy] = eng.score(GENOMES)['score'].tolist()
 print(json.dumps(out))
-'''
+"""
 
 
 @pytest.mark.slow
 def test_population_axis_sharded_over_four_cpu_devices(loop_engine):
-    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
-               JAX_PLATFORMS='cpu')
+    env = dict(
+        os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu'
+    )
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    res = subprocess.run([sys.executable, '-c', SHARDED, repo], env=env, cwd=repo,
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, '-c', SHARDED, repo],
+        env=env,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     want = loop_engine.score(GENOMES)['score']

@@ -32,7 +32,7 @@ def readme_commands() -> list[str]:
     for block in _blocks(README):
         for line in block.replace('\\\n', ' ').splitlines():
             if 'python launch.py' in line:
-                out.append(line[line.index('python launch.py'):].strip())
+                out.append(line[line.index('python launch.py') :].strip())
     return out
 
 
@@ -51,9 +51,11 @@ def small_overrides() -> list[tuple[list[str], list[str]]]:
 
 
 def shrink(cmd: list[str]) -> list[str]:
-    config = next(a.split('=', 1)[1] if '=' in a else cmd[i + 1]
-                  for i, a in enumerate(cmd) if a.startswith('--config') and
-                  not a.startswith('--config.'))
+    config = next(
+        a.split('=', 1)[1] if '=' in a else cmd[i + 1]
+        for i, a in enumerate(cmd)
+        if a.startswith('--config') and not a.startswith('--config.')
+    )
     path, _, variant = config.partition(':')
     name = pathlib.Path(path).stem
     rows = small_overrides()
@@ -66,10 +68,21 @@ def shrink(cmd: list[str]) -> list[str]:
 
 def make_image_folder(root: pathlib.Path) -> None:
     from PIL import Image
+
     rng = np.random.default_rng(0)
     for split, n in (('train', 24), ('test', 10)):
-        for c in ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
-                  'ship', 'truck'):
+        for c in (
+            'airplane',
+            'automobile',
+            'bird',
+            'cat',
+            'deer',
+            'dog',
+            'frog',
+            'horse',
+            'ship',
+            'truck',
+        ):
             d = root / split / c
             d.mkdir(parents=True)
             for i in range(n // 5 + 1):
@@ -90,15 +103,20 @@ def run_command(line: str, cwd: pathlib.Path, cache: pathlib.Path):
     cmd = shlex.split(line.replace('/path/to/cifar10', str(cwd / 'cifar10')), comments=True)
     assert cmd[:2] == ['python', 'launch.py'], line
     cmd = shrink([sys.executable, *cmd[1:]])
-    env = dict(os.environ, JAX_PLATFORMS='cpu', HWNAS_JAX_CACHE=str(cache),
-               JAX_COMPILATION_CACHE_DIR=str(cache / 'xla'))
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS='cpu',
+        HWNAS_JAX_CACHE=str(cache),
+        JAX_COMPILATION_CACHE_DIR=str(cache / 'xla'),
+    )
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
 
 
 def test_the_readme_has_the_quickstart_commands():
     blocks = _blocks(README.split('## Quickstart', 1)[1].split('\n## ', 1)[0])
-    assert blocks[0].strip() == ('pip install -e . && python launch.py --config '
-                                 'configs/nb201_latency.py')
+    assert blocks[0].strip() == (
+        'pip install -e . && python launch.py --config configs/nb201_latency.py'
+    )
     assert blocks[1].strip() == "pip install -e '.[test]' && python -m pytest -q tests"
     ci = (REPO / '.ci' / 'run').read_text()
     assert 'python3 -m pytest -q tests' in ci  # CI runs the README's test command.
@@ -113,8 +131,9 @@ def test_every_readme_command_runs_as_written(scratch, tmp_path_factory):
         res = run_command(line, scratch, cache)
         assert res.returncode == 0, f'{line}\n{res.stderr[-4000:]}'
         if '--workdir' not in line:  # The default work directory is used and said.
-            name = pathlib.Path(re.search(r'--config[= ](\S+)', line).group(1).partition(
-                ':')[0]).stem
+            name = pathlib.Path(
+                re.search(r'--config[= ](\S+)', line).group(1).partition(':')[0]
+            ).stem
             assert re.search(rf'Work directory: workdirs/{name}\S*-\d{{8}}-\d{{6}}', res.stderr)
     assert list((scratch / 'workdirs').glob('nb201_latency-*/best.json'))
     assert list((scratch / 'workdirs').glob('smoke-*/best.json'))

@@ -19,25 +19,25 @@ from hwnas_jax.models.resnet import ResNet
 
 
 def _load_config(name: str) -> config_dict.ConfigDict:
-    return importlib.import_module(f"configs.{name}").get_config()
+    return importlib.import_module(f'configs.{name}').get_config()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def pretrained():
     return reference.load_pretrained()
 
 
 def _sample(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = data.read_split("embedded", "train")
+    images, labels = data.read_split('embedded', 'train')
     return images[:n], labels[:n]
 
 
 def test_pretrained_loads_and_matches_the_module(pretrained):
     module, variables = pretrained
     assert module == ResNet(depth=20, num_classes=10)
-    assert variables["params"]["stem_conv"]["kernel"].shape == (3, 3, 3, 16)
-    assert variables["batch_stats"]["stage3_block2"]["bn2"]["var"].shape == (64,)
-    with pytest.raises(UserError, match="CIFAR-10 model"):
+    assert variables['params']['stem_conv']['kernel'].shape == (3, 3, 3, 16)
+    assert variables['batch_stats']['stage3_block2']['bn2']['var'].shape == (64,)
+    with pytest.raises(UserError, match='CIFAR-10 model'):
         reference.load_pretrained(num_classes=100)
 
 
@@ -45,8 +45,8 @@ def test_tampered_pretrained_weights_are_one_user_error(tmp_path, monkeypatch):
     raw = bytearray(fileio.asset_path(reference.PRETRAINED_ASSET).read_bytes())
     raw[len(raw) // 3] ^= 1
     (tmp_path / reference.PRETRAINED_ASSET).write_bytes(bytes(raw))
-    monkeypatch.setattr(fileio, "asset_path", lambda name: tmp_path / name)
-    with pytest.raises(UserError, match=r"resnet20_cifar10\.npz.*changed.*reinstall"):
+    monkeypatch.setattr(fileio, 'asset_path', lambda name: tmp_path / name)
+    with pytest.raises(UserError, match=r'resnet20_cifar10\.npz.*changed.*reinstall'):
         reference.load_pretrained()
 
 
@@ -58,97 +58,97 @@ def test_feature_fn_modes(pretrained):
     assert logits.shape == (64, 10)
     assert [f.shape for f in features] == [(64, 32, 32, 16), (64, 16, 16, 32), (64, 8, 8, 64)]
     assert np.mean(np.argmax(logits, -1) == labels) > 0.8  # Training images.
-    train_logits, _ = reference.make_feature_fn(module, variables, bn_mode="train")(x)
+    train_logits, _ = reference.make_feature_fn(module, variables, bn_mode='train')(x)
     assert not np.allclose(logits, train_logits, atol=1e-3)
-    with pytest.raises(ValueError, match="bn_mode"):
-        reference.make_feature_fn(module, variables, bn_mode="frozen")
+    with pytest.raises(ValueError, match='bn_mode'):
+        reference.make_feature_fn(module, variables, bn_mode='frozen')
 
 
 def test_load_chooses_packaged_or_checkpoint(pretrained, tmp_path):
-    config = _load_config("base")
+    config = _load_config('base')
     module, _ = reference.load(config)
     assert module == pretrained[0]
     config.data.num_classes = 100
-    with pytest.raises(UserError, match="10 classes"):
+    with pytest.raises(UserError, match='10 classes'):
         reference.load(config)
     config.reference.checkpoint = str(tmp_path)
-    with pytest.raises(UserError, match="cannot read"):
+    with pytest.raises(UserError, match='cannot read'):
         reference.load(config)
-    (tmp_path / reference.CHECKPOINT_NAME).write_bytes(b"\x93corrupt")
-    with pytest.raises(UserError, match="corrupt|not a reference checkpoint"):
+    (tmp_path / reference.CHECKPOINT_NAME).write_bytes(b'\x93corrupt')
+    with pytest.raises(UserError, match='corrupt|not a reference checkpoint'):
         reference.load(config)
 
 
 def test_train_reference_configs_default_to_the_packaged_sample():
-    config = _load_config("train_reference")
-    assert config.job == "train_reference" and config.data.source == "embedded"
-    module = importlib.import_module("configs.train_reference")
-    assert "\nRun:\n" in module.__doc__ and "\nExpect:" in module.__doc__
-    assert "data.source=folder" in module.__doc__ and "[tfds]" in module.__doc__
-    ofa = importlib.import_module("configs.train_reference_ofa")
+    config = _load_config('train_reference')
+    assert config.job == 'train_reference' and config.data.source == 'embedded'
+    module = importlib.import_module('configs.train_reference')
+    assert '\nRun:\n' in module.__doc__ and '\nExpect:' in module.__doc__
+    assert 'data.source=folder' in module.__doc__ and '[tfds]' in module.__doc__
+    ofa = importlib.import_module('configs.train_reference_ofa')
     for variant in ofa.VARIANTS:
         config = ofa.get_config(variant)
-        assert config.data.source == ("tfds" if "100" in variant else "embedded")
+        assert config.data.source == ('tfds' if '100' in variant else 'embedded')
         # At 224 px a step needs about 1 GB per image: the default batch fits 24 GB.
         assert config.train.batch_size <= (8 if config.data.image_size == 224 else 128)
-    assert "data.source=folder" in ofa.__doc__ and "[tfds]" in ofa.__doc__
-    with pytest.raises(UserError, match="unknown variant"):
-        ofa.get_config("imagenet")
+    assert 'data.source=folder' in ofa.__doc__ and '[tfds]' in ofa.__doc__
+    with pytest.raises(UserError, match='unknown variant'):
+        ofa.get_config('imagenet')
 
 
 def test_embedded_source_evaluates_on_its_test_split():
-    images, labels, split = reference._eval_split(_load_config("train_reference"))
-    assert split == "test" and images.shape == (1000, 32, 32, 3) and len(labels) == 1000
+    images, labels, split = reference._eval_split(_load_config('train_reference'))
+    assert split == 'test' and images.shape == (1000, 32, 32, 3) and len(labels) == 1000
 
 
 def test_pretrained_accuracy_on_the_packaged_test_images(pretrained):
     # 803 of the 1,000 packaged test images (81.03 % on all 10,000 JPEG test images); on the
     # training sample, images the model was trained on, 87.9 %.
-    images, labels = data.read_split("embedded", "test")
+    images, labels = data.read_split('embedded', 'test')
     result = reference.evaluate(*pretrained, images, labels, batch_size=500)
-    assert result["accuracy"] == pytest.approx(80.3, abs=0.25)
+    assert result['accuracy'] == pytest.approx(80.3, abs=0.25)
 
 
 def _tiny_run(config, workdir) -> dict:
     """Runs `config` as launch.py does, at the smallest size, and checks its test accuracy."""
     config.train.update(max_steps=1, batch_size=8, eval_size=16)
     record = jobs.run(config, str(workdir))
-    assert record["step"] == 1 and np.isfinite(record["train_loss"])
+    assert record['step'] == 1 and np.isfinite(record['train_loss'])
     module, variables = reference.load_checkpoint(workdir)
     images, labels, split = training.eval_split(config)
-    assert split == "test" and len(images) == 16
+    assert split == 'test' and len(images) == 16
     # The reported accuracy is that of the test images (not of the training sample).
     expected = reference.evaluate(module, variables, images, labels, batch_size=8)
-    assert record["test_accuracy"] == pytest.approx(expected["accuracy"])
+    assert record['test_accuracy'] == pytest.approx(expected['accuracy'])
     return record
 
 
 @pytest.mark.slow
 def test_train_reference_job_runs_offline_on_the_test_images(tmp_path):
-    config = _load_config("train_reference")
+    config = _load_config('train_reference')
     config.reference.depth = 8  # Same job and data; a smaller net compiles quicker.
     _tiny_run(config, tmp_path)
 
 
 @pytest.mark.slow
 def test_train_reference_ofa_job_runs_offline_on_the_test_images(tmp_path):
-    config = importlib.import_module("configs.train_reference_ofa").get_config("cifar10_32")
+    config = importlib.import_module('configs.train_reference_ofa').get_config('cifar10_32')
     config.space.width_mult = 1.0  # The 224 px default costs 90 s to compile on a CPU.
     _tiny_run(config, tmp_path)
 
 
 def test_damaged_reference_checkpoint_is_one_user_error(tmp_path):
     path = tmp_path / reference.CHECKPOINT_NAME
-    params = {"head": {"bias": np.arange(10, dtype=np.float32)}}
+    params = {'head': {'bias': np.arange(10, dtype=np.float32)}}
     checkpoint.write(path, {"model": {"depth": 8, "num_classes": 10}, "params": params,
                             "batch_stats": {}})  # fmt: skip
-    assert training.read_checkpoint(path)["model"] == {"depth": 8, "num_classes": 10}
+    assert training.read_checkpoint(path)['model'] == {'depth': 8, 'num_classes': 10}
     raw = path.read_bytes()
-    config = _load_config("base")
+    config = _load_config('base')
     config.reference.checkpoint = str(path)
     for damaged in (raw[: len(raw) // 2], raw[:-1] + bytes([raw[-1] ^ 1])):
         path.write_bytes(damaged)
-        with pytest.raises(UserError, match="damaged") as info:
+        with pytest.raises(UserError, match='damaged') as info:
             reference.load(config)
         assert str(path) in str(info.value)
 
@@ -199,12 +199,12 @@ def _torch_resnet20(torch):
 
 @pytest.mark.shared
 def test_logits_and_features_equal_pytorch(pretrained, shared_data):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip('torch')
     checkpoint = torch.load(
-        shared_data / "reference" / "resnet20-12fca82f.th", map_location="cpu", weights_only=True
+        shared_data / 'reference' / 'resnet20-12fca82f.th', map_location='cpu', weights_only=True
     )
     net = _torch_resnet20(torch)
-    net.load_state_dict({k.removeprefix("module."): v for k, v in checkpoint["state_dict"].items()})
+    net.load_state_dict({k.removeprefix('module.'): v for k, v in checkpoint['state_dict'].items()})
     net.eval()
     images, _ = _sample(8)
     x = data.normalize(images)
@@ -221,50 +221,50 @@ def test_logits_and_features_equal_pytorch(pretrained, shared_data):
 def test_pretrained_accuracy_on_jpeg_cifar10_test_set(pretrained, shared_data):
     start = time.perf_counter()
     images, labels = [], []
-    with tarfile.open(shared_data / "cifar10" / "cifar10-jpeg.tar.gz") as archive:
+    with tarfile.open(shared_data / 'cifar10' / 'cifar10-jpeg.tar.gz') as archive:
         for member in archive:  # One sequential pass over the gzip stream.
-            if member.isfile() and member.name.startswith("test/"):
+            if member.isfile() and member.name.startswith('test/'):
                 with Image.open(io.BytesIO(archive.extractfile(member).read())) as image:
-                    images.append(np.asarray(image.convert("RGB")))
-                labels.append(data.CIFAR10_CLASSES.index(member.name.split("/")[1]))
+                    images.append(np.asarray(image.convert('RGB')))
+                labels.append(data.CIFAR10_CLASSES.index(member.name.split('/')[1]))
     assert len(images) == 10_000
     result = reference.evaluate(*pretrained, np.stack(images), np.asarray(labels), batch_size=500)
     # PyTorch scores the same weights at 81.03 % on these JPEGs (91.78 % on the originals).
-    assert result["accuracy"] == pytest.approx(81.03, abs=0.2)
-    print(f"accuracy {result['accuracy']:.2f} % in {time.perf_counter() - start:.1f} s")
+    assert result['accuracy'] == pytest.approx(81.03, abs=0.2)
+    print(f'accuracy {result["accuracy"]:.2f} % in {time.perf_counter() - start:.1f} s')
 
 
 def _tiny_config(root: pathlib.Path, max_steps: int) -> config_dict.ConfigDict:
-    config = _load_config("train_reference")
-    config.data.update(source="folder", root=str(root), num_classes=3, image_size=16)
+    config = _load_config('train_reference')
+    config.data.update(source='folder', root=str(root), num_classes=3, image_size=16)
     config.reference.depth = 8
     config.train.update(epochs=2, batch_size=8, max_steps=max_steps, learning_rate=0.05)
     return config
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def tiny_folder(tmp_path_factory) -> pathlib.Path:
-    root = tmp_path_factory.mktemp("tiny")
+    root = tmp_path_factory.mktemp('tiny')
     rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("test", 2)):
-        for label, name in enumerate(("circle", "square", "stripe")):
+    for split, count in (('train', 8), ('test', 2)):
+        for label, name in enumerate(('circle', 'square', 'stripe')):
             (root / split / name).mkdir(parents=True)
             for i in range(count):
                 pixels = rng.integers(0, 64, (16, 16, 3)) + 60 * label
-                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f'{i}.png')
     return root
 
 
 @pytest.mark.slow
 def test_training_writes_metrics_and_checkpoints_and_resumes_exactly(tiny_folder, tmp_path):
     # 24 images, batches of 8: 3 steps per epoch, 6 in all.
-    straight = reference.train(_tiny_config(tiny_folder, 0), tmp_path / "straight")
-    interrupted = tmp_path / "interrupted"
+    straight = reference.train(_tiny_config(tiny_folder, 0), tmp_path / 'straight')
+    interrupted = tmp_path / 'interrupted'
     first = reference.train(_tiny_config(tiny_folder, 2), interrupted)  # Stops mid-epoch.
-    assert first["step"] == 2 and "test_accuracy" in first
+    assert first['step'] == 2 and 'test_accuracy' in first
     resumed = reference.train(_tiny_config(tiny_folder, 0), interrupted)
-    assert straight["step"] == resumed["step"] == 6
-    assert resumed["test_accuracy"] == pytest.approx(straight["test_accuracy"])
+    assert straight['step'] == resumed['step'] == 6
+    assert resumed['test_accuracy'] == pytest.approx(straight['test_accuracy'])
 
     (_, a), (module, b) = (reference.load_checkpoint(tmp_path / "straight"),
                            reference.load_checkpoint(interrupted))  # fmt: skip
@@ -273,17 +273,17 @@ def test_training_writes_metrics_and_checkpoints_and_resumes_exactly(tiny_folder
         np.testing.assert_array_equal(x, y)
 
     records = [
-        json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()
+        json.loads(line) for line in (interrupted / 'metrics.jsonl').read_text().splitlines()
     ]
-    assert [r["step"] for r in records] == [2, 3, 6]
-    assert all(np.isfinite(r["train_loss"]) for r in records)
-    straight_steps = (tmp_path / "straight" / "metrics.jsonl").read_text().count("\n")
+    assert [r['step'] for r in records] == [2, 3, 6]
+    assert all(np.isfinite(r['train_loss']) for r in records)
+    straight_steps = (tmp_path / 'straight' / 'metrics.jsonl').read_text().count('\n')
     assert straight_steps == 2  # One record per epoch.
 
     # A finished run only reports; a different run in the same workdir is refused.
     again = reference.train(_tiny_config(tiny_folder, 0), interrupted)
-    assert again["step"] == 6 and again["test_accuracy"] == resumed["test_accuracy"]
+    assert again['step'] == 6 and again['test_accuracy'] == resumed['test_accuracy']
     other = _tiny_config(tiny_folder, 0)
     other.seed = 1
-    with pytest.raises(UserError, match="different run"):
+    with pytest.raises(UserError, match='different run'):
         reference.train(other, interrupted)

@@ -27,8 +27,7 @@ def np_cka_features(x, y):
     y = np.asarray(y, np.float64).reshape(len(y), -1)
     x = x - x.mean(0)
     y = y - y.mean(0)
-    return (np.linalg.norm(y.T @ x) ** 2
-            / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+    return np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
 
 
 @pytest.fixture
@@ -134,7 +133,8 @@ def test_rmi_loss_formula_and_gradients(rng):
         return rmi.rmi_loss(ref, [c0, c1], lg, labels)
 
     grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(
-        *(jnp.asarray(a, jnp.float32) for a in (cand[0], cand[1], logits)))
+        *(jnp.asarray(a, jnp.float32) for a in (cand[0], cand[1], logits))
+    )
     assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in grads)
 
 
@@ -162,8 +162,11 @@ def test_linear_cka_is_nan_on_non_finite_and_checked_variant_raises(rng, bad, wh
     a = x if where == 'x' else y
     a[(3,) + (0,) * (a.ndim - 1)] = bad
     assert np.isnan(rmi.linear_cka(x, y))  # Documented: unchecked, NaN out.
-    with pytest.raises(ValueError, match=rf'checked_linear_cka: {where} has 1 NaN or infinite '
-                                         r'entry among \d+ \(features of shape'):
+    with pytest.raises(
+        ValueError,
+        match=rf'checked_linear_cka: {where} has 1 NaN or infinite '
+        r'entry among \d+ \(features of shape',
+    ):
         rmi.checked_linear_cka(x, y)
 
 
@@ -202,8 +205,11 @@ def _loss_inputs(rng, n=6, classes=4):
 def test_rmi_loss_rejects_out_of_range_concrete_labels(rng, bad):
     ref, cand, logits = _loss_inputs(rng)
     labels = np.array([0, 1, 2, 3, bad, 0])
-    with pytest.raises(ValueError, match=rf'labels must be class indices in \[0, 4\).*1 outside, '
-                                         rf'e\.g\. {bad}'):
+    with pytest.raises(
+        ValueError,
+        match=rf'labels must be class indices in \[0, 4\).*1 outside, '
+        rf'e\.g\. {bad}',
+    ):
         rmi.rmi_loss(ref, cand, logits, labels)
     # Labels closed over as constants inside jit are concrete: checked at trace time.
     with pytest.raises(ValueError, match='labels must be class indices'):
@@ -215,8 +221,7 @@ def test_rmi_loss_traced_out_of_range_label_is_nan(rng, bad):
     ref, cand, logits = _loss_inputs(rng)
     good = np.array([0, 1, 2, 3, 1, 0])
     chex.clear_trace_counter()
-    loss = chex.assert_max_traces(n=1)(
-        lambda lg, lb: rmi.rmi_loss(ref, cand, lg, lb))
+    loss = chex.assert_max_traces(n=1)(lambda lg, lb: rmi.rmi_loss(ref, cand, lg, lb))
     loss = jax.jit(loss)
     valid = loss(logits, good)
     assert np.isfinite(valid)

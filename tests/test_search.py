@@ -13,19 +13,31 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def launch(workdir, *extra, config='configs/smoke.py', wait=True, cache=None, cwd=REPO,
-           pipe=False):
+def launch(workdir, *extra, config='configs/smoke.py', wait=True, cache=None, cwd=REPO, pipe=False):
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     if cache:
         # Compiled programs are shared between the test's runs through JAX's persistent cache.
-        env.update(JAX_COMPILATION_CACHE_DIR=str(cache), HWNAS_JAX_CACHE=str(cache),
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
-    cmd = [sys.executable, str(REPO / 'launch.py'), f'--config={config}',
-           *([f'--workdir={workdir}'] if workdir else []), *extra]
+        env.update(
+            JAX_COMPILATION_CACHE_DIR=str(cache),
+            HWNAS_JAX_CACHE=str(cache),
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+        )
+    cmd = [
+        sys.executable,
+        str(REPO / 'launch.py'),
+        f'--config={config}',
+        *([f'--workdir={workdir}'] if workdir else []),
+        *extra,
+    ]
     if not wait:
-        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE if pipe else subprocess.DEVNULL,
-                                text=True)
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if pipe else subprocess.DEVNULL,
+            text=True,
+        )
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -44,8 +56,15 @@ def full_run(tmp_path_factory, cache):
 
 def test_outputs(full_run):
     workdir, res = full_run
-    for name in ('config.json', 'command.txt', 'batch.npz', 'state.json', 'metrics.jsonl',
-                 'scores.jsonl', 'best.json'):
+    for name in (
+        'config.json',
+        'command.txt',
+        'batch.npz',
+        'state.json',
+        'metrics.jsonl',
+        'scores.jsonl',
+        'best.json',
+    ):
         assert (workdir / name).exists(), name
     lines = [json.loads(x) for x in (workdir / 'metrics.jsonl').read_text().splitlines()]
     assert [r['generation'] for r in lines] == list(range(6))
@@ -91,10 +110,14 @@ def test_kill_mid_generation_and_resume_gives_the_same_result(full_run, tmp_path
     total = json.loads((want_dir / 'metrics.jsonl').read_text().splitlines()[-1])
     assert len(scores.read_text().splitlines()) == total['distinct_evaluated'] >= done
     strip = ('seconds', 'compile_seconds')
-    a = [{k: v for k, v in json.loads(x).items() if k not in strip}
-         for x in (workdir / 'metrics.jsonl').read_text().splitlines()]
-    b = [{k: v for k, v in json.loads(x).items() if k not in strip}
-         for x in (want_dir / 'metrics.jsonl').read_text().splitlines()]
+    a = [
+        {k: v for k, v in json.loads(x).items() if k not in strip}
+        for x in (workdir / 'metrics.jsonl').read_text().splitlines()
+    ]
+    b = [
+        {k: v for k, v in json.loads(x).items() if k not in strip}
+        for x in (want_dir / 'metrics.jsonl').read_text().splitlines()
+    ]
     assert a == b
 
 
@@ -143,11 +166,17 @@ def test_stale_batch_of_other_settings_is_rebuilt(tmp_path, cache):
     assert res.returncode == 0, res.stderr[-3000:]
     for name in ('state.json', 'scores.jsonl'):  # As if killed right after the batch.
         os.remove(workdir / name)
-    res = launch(workdir, '--config.ga.generations=1', '--config.seed=5',
-                 '--config.proxy.batch_size=12', cache=cache)
+    res = launch(
+        workdir,
+        '--config.ga.generations=1',
+        '--config.seed=5',
+        '--config.proxy.batch_size=12',
+        cache=cache,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert 'made with other settings' in res.stderr
     import numpy as np
+
     with np.load(workdir / 'batch.npz') as f:
         assert f['images'].shape[0] == 12
         assert '"seed": 5' in str(f['fingerprint'])
@@ -171,6 +200,7 @@ def test_second_run_on_a_busy_workdir_refuses_and_first_finishes(tmp_path, cache
 def tiny_config():
     sys.path.insert(0, str(REPO))
     from configs import smoke
+
     return smoke.get_config()
 
 

@@ -59,24 +59,29 @@ def test_no_space_name_branches_outside_spaces():
             if isinstance(node, ast.Compare):
                 text = ast.unparse(node)
                 if ('space.name' in text or '.NAME' in text) and any(
-                        isinstance(c, ast.Constant) and c.value in spaces.NAMES
-                        for c in node.comparators + [node.left]):
+                    isinstance(c, ast.Constant) and c.value in spaces.NAMES
+                    for c in node.comparators + [node.left]
+                ):
                     offenders.append(f'{path.relative_to(REPO)}:{node.lineno}: {text}')
     assert not offenders, offenders
 
 
 def test_codecs_and_ga_import_with_numpy_only():
-    code = ('import sys; import hwnas_jax.spaces.nb201, hwnas_jax.spaces.ofa, '
-            'hwnas_jax.search.ga, hwnas_jax.hardware.costs; '
-            'bad = [m for m in ("jax", "flax", "optax") if m in sys.modules]; '
-            'assert not bad, bad')
+    code = (
+        'import sys; import hwnas_jax.spaces.nb201, hwnas_jax.spaces.ofa, '
+        'hwnas_jax.search.ga, hwnas_jax.hardware.costs; '
+        'bad = [m for m in ("jax", "flax", "optax") if m in sys.modules]; '
+        'assert not bad, bad'
+    )
     subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO)
 
 
 def test_rmi_imports_with_jax_only():
-    code = ('import sys; import hwnas_jax.rmi; '
-            'bad = [m for m in ("flax", "optax", "absl") if m in sys.modules]; '
-            'assert not bad, bad')
+    code = (
+        'import sys; import hwnas_jax.rmi; '
+        'bad = [m for m in ("flax", "optax", "absl") if m in sys.modules]; '
+        'assert not bad, bad'
+    )
     subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO)
 
 
@@ -89,20 +94,27 @@ def test_no_module_over_400_lines_and_no_import_cycles():
         mod = '.'.join(path.relative_to(REPO).with_suffix('').parts).removesuffix('.__init__')
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and \
-                    node.module.startswith('hwnas_jax') and node.col_offset == 0:
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.level == 0
+                and node.module.startswith('hwnas_jax')
+                and node.col_offset == 0
+            ):
                 deps.add(node.module)
                 deps.update(f'{node.module}.{a.name}' for a in node.names)
             elif isinstance(node, ast.Import) and node.col_offset == 0:
                 deps.update(a.name for a in node.names if a.name.startswith('hwnas_jax'))
-        graph[mod] = deps & {'.'.join(p.relative_to(REPO).with_suffix('').parts).removesuffix(
-            '.__init__') for p in sizes}
+        graph[mod] = deps & {
+            '.'.join(p.relative_to(REPO).with_suffix('').parts).removesuffix('.__init__')
+            for p in sizes
+        }
     # Module-level imports only (imports inside functions are deliberate, lazy edges).
     seen, stack = set(), []
 
     def visit(m):
         if m in stack:
-            raise AssertionError(f'import cycle: {" -> ".join(stack[stack.index(m):] + [m])}')
+            raise AssertionError(f'import cycle: {" -> ".join(stack[stack.index(m) :] + [m])}')
         if m in seen:
             return
         stack.append(m)

@@ -18,10 +18,17 @@ def test_round_trip_with_non_finite_floats(tmp_path):
     s = ScoreStore(tmp_path / 'scores.sqlite')
     records = {
         (3, 3, 1, 3, 1, 3): {'score': 2.5, 'loss': 0.125, 'ckas': [0.9, 0.8, 0.8]},
-        (0, 0, 0, 0, 0, 0): {'score': float('-inf'), 'loss': float('nan'),
-                             'ckas': [float('nan'), float('inf'), 1e-300]},
-        (1, 2, 3, 4, 0, 1): {'score': np.float32(0.1), 'loss': np.float64(1 / 3),
-                             'ckas': np.array([0.5, 0.25], np.float32), 'note': {'a': (1, 2)}},
+        (0, 0, 0, 0, 0, 0): {
+            'score': float('-inf'),
+            'loss': float('nan'),
+            'ckas': [float('nan'), float('inf'), 1e-300],
+        },
+        (1, 2, 3, 4, 0, 1): {
+            'score': np.float32(0.1),
+            'loss': np.float64(1 / 3),
+            'ckas': np.array([0.5, 0.25], np.float32),
+            'note': {'a': (1, 2)},
+        },
     }
     assert s.put_many('fp', records) == 3
     got = s.get_many('fp', [list(k) for k in records] + [(4, 4, 4, 4, 4, 4)])
@@ -38,8 +45,9 @@ def test_round_trip_with_non_finite_floats(tmp_path):
         s.put_many('fp', {(1,): {'x': {'__float__': 'nan'}}})
     # Stored text is strict JSON.
     with sqlite3.connect(tmp_path / 'scores.sqlite') as raw:
-        text = raw.execute('SELECT record FROM scores WHERE genome = ?', ('0,0,0,0,0,0',)
-                           ).fetchone()[0]
+        text = raw.execute(
+            'SELECT record FROM scores WHERE genome = ?', ('0,0,0,0,0,0',)
+        ).fetchone()[0]
     assert 'NaN' not in text and 'Infinity' not in text and '"__float__":"-inf"' in text
     assert s.get_many('other fingerprint', list(records)) == {}
     assert s.get_many('fp', []) == {}
@@ -75,22 +83,34 @@ def test_bad_keys_and_fingerprints(tmp_path):
 
 
 def test_fingerprint_is_order_independent_and_sensitive():
-    a = fingerprint({'proxy': {'steps': 100, 'beta': 0.8}, 'seed': 0, 'batch': 'ab12',
-                     'sizes': (16, 5)})
-    b = fingerprint({'sizes': [16, 5], 'batch': 'ab12', 'seed': np.int64(0),
-                     'proxy': {'beta': 0.8, 'steps': 100}})
+    a = fingerprint(
+        {'proxy': {'steps': 100, 'beta': 0.8}, 'seed': 0, 'batch': 'ab12', 'sizes': (16, 5)}
+    )
+    b = fingerprint(
+        {
+            'sizes': [16, 5],
+            'batch': 'ab12',
+            'seed': np.int64(0),
+            'proxy': {'beta': 0.8, 'steps': 100},
+        }
+    )
     assert a == b and len(a) == 64 and int(a, 16) >= 0
-    assert a != fingerprint({'proxy': {'steps': 101, 'beta': 0.8}, 'seed': 0, 'batch': 'ab12',
-                             'sizes': (16, 5)})
+    assert a != fingerprint(
+        {'proxy': {'steps': 101, 'beta': 0.8}, 'seed': 0, 'batch': 'ab12', 'sizes': (16, 5)}
+    )
 
 
-@pytest.mark.parametrize('content', [b'this is not a database at all' * 100,
-                                     b'SQLite format 3\x00' + b'\xff' * 4000])
+@pytest.mark.parametrize(
+    'content', [b'this is not a database at all' * 100, b'SQLite format 3\x00' + b'\xff' * 4000]
+)
 def test_damaged_file_gives_one_user_error(tmp_path, content):
     path = tmp_path / 'scores.sqlite'
     path.write_bytes(content)
-    with pytest.raises(UserError, match=r'scores\.sqlite.*(not an hwnas_jax score store|'
-                                        r'unusable).*delete it'):
+    with pytest.raises(
+        UserError,
+        match=r'scores\.sqlite.*(not an hwnas_jax score store|'
+        r'unusable).*delete it',
+    ):
         ScoreStore(path)
 
 
@@ -119,7 +139,7 @@ def test_reopens_after_fork_without_closing_the_parents_connection(tmp_path, mon
     s.close()
 
 
-WRITER = textwrap.dedent('''
+WRITER = textwrap.dedent("""
     import os, sys, time
     from hwnas_jax.search.store import ScoreStore
     path, who, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -136,14 +156,18 @@ WRITER = textwrap.dedent('''
         if i % 10 == 0:
             s.get_many('fp', [(1 - who, j) for j in range(i)])
     s.close()
-''')
+""")
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
     path = str(tmp_path / 'shared.sqlite')
     n = 200
-    procs = [subprocess.Popen([sys.executable, '-c', WRITER, path, str(who), str(n)],
-                              stderr=subprocess.PIPE) for who in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, '-c', WRITER, path, str(who), str(n)], stderr=subprocess.PIPE
+        )
+        for who in (0, 1)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()

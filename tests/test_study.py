@@ -59,8 +59,15 @@ def test_top_k_hits_and_bootstrap():
 def test_split_half_and_orientation():
     rng = np.random.default_rng(2)
     acc = rng.normal(size=40)
-    rows = [{'test_accuracy': a, 'phi': a + 3 * rng.normal(), 'good': a + 0.1 * rng.normal(),
-             'loss': -a + 0.1 * rng.normal()} for a in acc]
+    rows = [
+        {
+            'test_accuracy': a,
+            'phi': a + 3 * rng.normal(),
+            'good': a + 0.1 * rng.normal(),
+            'loss': -a + 0.1 * rng.normal(),
+        }
+        for a in acc
+    ]
     half = study.split_half(rows, ['good', 'loss'], resamples=100)
     assert half['chosen'] in ('good', 'loss') and half['n_a'] == 20 and half['n_b'] == 20
     assert half['tau_b'] > half['tau_b_phi'] and half['delta_ci'][0] > 0
@@ -89,11 +96,16 @@ def test_sample_archs_uniform_over_connected_canonical_classes():
 
 def tiny_batch(n=8, seed=0):
     rng = np.random.default_rng(seed)
-    ref = [rng.normal(size=(n, 16, 16, 4)), rng.normal(size=(n, 8, 8, 8)),
-           rng.normal(size=(n, 4, 4, 16))]
-    return {'images': rng.normal(size=(n, 16, 16, 3)).astype(np.float32),
-            'labels': rng.integers(0, 10, n).astype(np.int32),
-            'ref_features': [r.astype(np.float32) for r in ref]}
+    ref = [
+        rng.normal(size=(n, 16, 16, 4)),
+        rng.normal(size=(n, 8, 8, 8)),
+        rng.normal(size=(n, 4, 4, 16)),
+    ]
+    return {
+        'images': rng.normal(size=(n, 16, 16, 3)).astype(np.float32),
+        'labels': rng.integers(0, 10, n).astype(np.int32),
+        'ref_features': [r.astype(np.float32) for r in ref],
+    }
 
 
 @pytest.mark.slow
@@ -110,15 +122,22 @@ def test_rmi_program_equals_the_search_engine():
     settings = proxy.Settings(steps=3)
     batch = tiny_batch()
     genome = np.array([3, 0, 2, 1, 4, 3])
-    scorer = proxy.make_scorer(spaces.make(config), batch, settings, strategy='loop',
-                               population=1)
+    scorer = proxy.make_scorer(spaces.make(config), batch, settings, strategy='loop', population=1)
     want = scorer.score(genome[None])
     model = nb201_net.PopulationNetwork(**kw, conv_impl='im2col', dispatch='switch')
     fn = jax.jit(study.rmi_program(model, settings, heldout=True), compiler_options=FAST)
     ref = [jnp.asarray(r) for r in batch['ref_features']]
     x = jnp.asarray(batch['images'])
-    out = fn(jnp.asarray(0, jnp.uint32), jnp.asarray(proxy.member_seeds(genome[None])),
-             jnp.asarray(genome, jnp.int32), x, x, jnp.asarray(batch['labels']), ref, ref)
+    out = fn(
+        jnp.asarray(0, jnp.uint32),
+        jnp.asarray(proxy.member_seeds(genome[None])),
+        jnp.asarray(genome, jnp.int32),
+        x,
+        x,
+        jnp.asarray(batch['labels']),
+        ref,
+        ref,
+    )
     got = study.rmi_variables(out, num_layers=3, beta=0.8, steps=3, ks=[0, 2, 3], heldout=True)
     assert got['phi'] == pytest.approx(want['score'][0], rel=1e-4)
     assert got['loss'] == pytest.approx(want['loss'][0], rel=1e-4)
@@ -126,11 +145,17 @@ def test_rmi_program_equals_the_search_engine():
     assert got['phi_k3'] == got['phi'] and got['loss_k3'] == got['loss']
     np.testing.assert_allclose([got[f'cka_{i}'] for i in (1, 2, 3)], want['ckas'][0], rtol=1e-4)
     # Row 0 of the trajectory: the freshly initialised network.
-    v = proxy.init_members(model, 0, jnp.asarray(proxy.member_seeds(genome[None])),
-                           jnp.asarray(genome[None], jnp.int32), x)
+    v = proxy.init_members(
+        model,
+        0,
+        jnp.asarray(proxy.member_seeds(genome[None])),
+        jnp.asarray(genome[None], jnp.int32),
+        x,
+    )
     v = jax.tree.map(lambda a: a[0], v)
     (_, feats), _ = nb201_net.PopulationNetwork(**kw, conv_impl='im2col').apply(
-        v, x, jnp.asarray(genome), train=True, mutable=['batch_stats'])
+        v, x, jnp.asarray(genome), train=True, mutable=['batch_stats']
+    )
     assert got['phi_k0'] == pytest.approx(float(rmi.rmi_score(ref, feats)), rel=1e-4)
     assert got['phi_heldout_k0'] == pytest.approx(got['phi_k0'], rel=1e-5)
     assert got['loss_k0'] > got['loss_k2']  # Training lowers the loss.
@@ -170,9 +195,23 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path, monkeypat
     with open(tmp_path / 'study.csv') as f:
         table = list(csv.DictReader(f))
     assert [int(r['row']) for r in table] == [0, 1, 2]
-    for name in ('phi', 'loss', 'cka_1', 'phi_k0', 'phi_k1', 'loss_k1', 'phi_heldout',
-                 'phi_bn_train', 'naswot', 'synflow', 'flops', 'params', 'flops_canonical',
-                 'test_accuracy', 'valid_accuracy'):
+    for name in (
+        'phi',
+        'loss',
+        'cka_1',
+        'phi_k0',
+        'phi_k1',
+        'loss_k1',
+        'phi_heldout',
+        'phi_bn_train',
+        'naswot',
+        'synflow',
+        'flops',
+        'params',
+        'flops_canonical',
+        'test_accuracy',
+        'valid_accuracy',
+    ):
         assert np.isfinite(float(table[0][name])), name
     assert table[0]['phi_seed2'] and not table[1]['phi_seed2']  # noise_archs = 1.
     assert rows3[0]['phi_k1'] != rows3[0]['phi_k0']
@@ -196,8 +235,11 @@ def test_config_validation():
     assert '\nRun:' in module.__doc__ and '\nExpect:' in module.__doc__
     for variant in ('paper', 'baselines', 'smoke'):
         config_lib.validate(module.get_config(variant))
-    for field, value, match in (('steps_k', '0,200', 'steps_k'), ('heldout_size', 1, 'heldout'),
-                                ('num_archs', 0, 'num_archs')):
+    for field, value, match in (
+        ('steps_k', '0,200', 'steps_k'),
+        ('heldout_size', 1, 'heldout'),
+        ('num_archs', 0, 'num_archs'),
+    ):
         config = module.get_config()
         config.study[field] = value
         with pytest.raises(UserError, match=match):

@@ -46,7 +46,7 @@ def np_conv_same(x, k, b):
     out = np.zeros((n, h, w, k.shape[-1])) + b
     for dy in range(3):
         for dx in range(3):
-            out += pad[:, dy:dy + h, dx:dx + w, :] @ k[dy, dx]
+            out += pad[:, dy : dy + h, dx : dx + w, :] @ k[dy, dx]
     return out
 
 
@@ -141,8 +141,7 @@ def test_nb201_population_form_equals_exact_network():
     codes = []
 
     def capture(next_fun, args, kwargs, context):
-        if context.method_name == '__call__' and isinstance(context.module,
-                                                            nb201_net.ReLUConvBN):
+        if context.method_name == '__call__' and isinstance(context.module, nb201_net.ReLUConvBN):
             codes.append(args[0])
         return next_fun(*args, **kwargs)
 
@@ -160,7 +159,8 @@ def test_nb201_population_form_equals_exact_network():
 
     stats = jax.tree.map(lambda a: np.full(a.shape, 1 - zero_cost.BN_EPS), ev['batch_stats'])
     stats = jax.tree_util.tree_map_with_path(
-        lambda path, a: a * 0 if path[-1].key == 'mean' else a, stats)
+        lambda path, a: a * 0 if path[-1].key == 'mean' else a, stats
+    )
     want = zero_cost.make_synflow(exact_fn, (8, 8, 3))(ev['params'], stats)
     assert np.isfinite(got) and got > 0
     assert got == pytest.approx(want, rel=1e-9)

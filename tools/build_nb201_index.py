@@ -50,8 +50,9 @@ def read_rows(path: str | os.PathLike) -> list[tuple[str, str]]:
             reader = csv.DictReader(f)
             missing = {'index', 'arch_str'} - set(reader.fieldnames or ())
             if missing:
-                raise UserError(f'{path}: missing column(s) {sorted(missing)}; found '
-                                f'{reader.fieldnames}')
+                raise UserError(
+                    f'{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}'
+                )
             rows = [(row['index'], row['arch_str']) for row in reader]
     except FileNotFoundError:
         raise UserError(f'{path}: CSV not found') from None
@@ -59,8 +60,9 @@ def read_rows(path: str | os.PathLike) -> list[tuple[str, str]]:
         raise UserError(f'{path}: cannot read the CSV ({e})') from None
     for i, (index, arch) in enumerate(rows, start=2):
         if index is None or arch is None:
-            raise UserError(f'{path}: row {i} lacks the index or arch_str field (a truncated or '
-                            'damaged file)')
+            raise UserError(
+                f'{path}: row {i} lacks the index or arch_str field (a truncated or damaged file)'
+            )
     return rows
 
 
@@ -100,8 +102,9 @@ def build_index(rows: Iterable[tuple[str | int, str]]) -> np.ndarray:
     for i in range(n):
         genome = (codes[i] // _PLACES) % nb201.NUM_OPS
         if nb201.to_arch_str(genome) != strings[i]:
-            raise UserError(f'index {i}: {strings[i]!r} does not round-trip '
-                            f'(got {nb201.to_arch_str(genome)!r})')
+            raise UserError(
+                f'index {i}: {strings[i]!r} does not round-trip (got {nb201.to_arch_str(genome)!r})'
+            )
     return codes.astype('<i2')
 
 

@@ -101,7 +101,7 @@ def _check_genomes(genomes: np.ndarray, known: np.ndarray, where: str) -> None:
         i = int(wrong[0])
         raise UserError(
             f"{where}: index order differs from NAS-Bench-201's at {wrong.size} indices, first "
-            f"{i}: source {genomes[i].tolist()}, nb201 {ref[i].tolist()}"
+            f'{i}: source {genomes[i].tolist()}, nb201 {ref[i].tolist()}'
         )
 
 
@@ -115,20 +115,30 @@ def _read_csv(csv_path: str) -> list[dict[str, str]]:
     except FileNotFoundError:
         raise UserError(f'{csv_path}: CSV not found; check --csv') from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f'{csv_path}: cannot read the CSV ({e}); pass the merged HW-NAS-Bench '
-                        'CIFAR-10 CSV (hwnasbench_nb201_cifar10_merged.csv)') from None
-    needed = ['index', 'arch_str', *tables.TABLE_METRICS,
-              *(f'{m}_source' for m in tables.TABLE_METRICS)]
+        raise UserError(
+            f'{csv_path}: cannot read the CSV ({e}); pass the merged HW-NAS-Bench '
+            'CIFAR-10 CSV (hwnasbench_nb201_cifar10_merged.csv)'
+        ) from None
+    needed = [
+        'index',
+        'arch_str',
+        *tables.TABLE_METRICS,
+        *(f'{m}_source' for m in tables.TABLE_METRICS),
+    ]
     missing = [c for c in needed if c not in header]
     if missing:
-        raise UserError(f'{csv_path}: missing column(s) {missing}; the merged CSV has index, '
-                        'arch_str, the 10 HW-NAS-Bench metrics and a <metric>_source column each')
+        raise UserError(
+            f'{csv_path}: missing column(s) {missing}; the merged CSV has index, '
+            'arch_str, the 10 HW-NAS-Bench metrics and a <metric>_source column each'
+        )
     if len(rows) != tables.NUM_ARCHS:
         raise UserError(f'{csv_path}: {len(rows)} rows, expected {tables.NUM_ARCHS}')
     if any(None in r or None in r.values() for r in rows):
         bad = next(i for i, r in enumerate(rows) if None in r or None in r.values())
-        raise UserError(f'{csv_path}: row {bad + 2} has a different number of fields than the '
-                        'header (a truncated or damaged file)')
+        raise UserError(
+            f'{csv_path}: row {bad + 2} has a different number of fields than the '
+            'header (a truncated or damaged file)'
+        )
     if [r['index'].strip() for r in rows] != [str(i) for i in range(tables.NUM_ARCHS)]:
         raise UserError(f'{csv_path}: the index column is not 0..{tables.NUM_ARCHS - 1}')
     return rows
@@ -141,8 +151,9 @@ def _csv_column(rows: list[dict[str, str]], metric: str, csv_path: str) -> np.nd
         try:
             out[i] = float(text) if text else np.nan
         except ValueError:
-            raise UserError(f'{csv_path}: row {i + 2}, column {metric}: {text!r} is not a '
-                            'number') from None
+            raise UserError(
+                f'{csv_path}: row {i + 2}, column {metric}: {text!r} is not a number'
+            ) from None
     return out
 
 
@@ -164,11 +175,11 @@ def convert_csv(csv_path: str, out: str) -> str:
         sources[m] = dict(collections.Counter(r[f'{m}_source'] or 'none' for r in rows))
     meta = {
         'source': (
-            'HW-NAS-Bench v1.0 (Li et al., ICLR 2021), ' + UPSTREAM + ", CIFAR-10 values only, "
-            "rebuilt from three public re-distributions that agree to the last bit (or to "
+            'HW-NAS-Bench v1.0 (Li et al., ICLR 2021), ' + UPSTREAM + ', CIFAR-10 values only, '
+            'rebuilt from three public re-distributions that agree to the last bit (or to '
             "<=1e-15 through CSV text); 'value_sources' counts, per metric, the source tags of "
-            "the merged CSV (HELP, OneProxy, HWVIS = NinaHerrmann/HW-NAS-Visualization@3d69e63 "
-            "intermediateresults/alldata.csv, README = upstream example.ipynb output)"
+            'the merged CSV (HELP, OneProxy, HWVIS = NinaHerrmann/HW-NAS-Visualization@3d69e63 '
+            'intermediateresults/alldata.csv, README = upstream example.ipynb output)'
         ),
         'licence': LICENCE,
         'inputs': [_input_record(csv_path)],
@@ -218,7 +229,8 @@ def convert_pickle_object(
         raise UserError(
             'not laid out like HW-NAS-Bench-v1_0.pickle (HW_metrics["nasbench201"][dataset]'
             f'[metric][arch_index] and [dataset]["config"][arch_index]["arch_str"]): '
-            f'{type(e).__name__}: {e}') from None
+            f'{type(e).__name__}: {e}'
+        ) from None
 
 
 def _convert_pickle_object(
@@ -303,7 +315,8 @@ def convert_pickle(pickle_path: str, out: str) -> str:
         # ImportError, AttributeError, ...): each means it is not the file we want.
         raise UserError(
             f'{pickle_path}: cannot unpickle it ({type(e).__name__}: {e}); it is damaged or not '
-            'HW-NAS-Bench-v1_0.pickle: download it again from GATECH-EIC/HW-NAS-Bench') from None
+            'HW-NAS-Bench-v1_0.pickle: download it again from GATECH-EIC/HW-NAS-Bench'
+        ) from None
     try:
         return convert_pickle_object(hw_metrics, inputs, out)
     except UserError as e:
@@ -317,9 +330,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument('--csv', help='merged CIFAR-10 CSV (hwnasbench_nb201_cifar10_merged.csv)')
     source.add_argument('--pickle', help='original HW-NAS-Bench-v1_0.pickle (needs the flag below)')
     parser.add_argument('--out', required=True, help='output .npz')
-    parser.add_argument(TRUST_FLAG, dest='trust', action='store_true',
-                        help='allow unpickling --pickle: this runs code from the file; only for '
-                             'a file you trust')
+    parser.add_argument(
+        TRUST_FLAG,
+        dest='trust',
+        action='store_true',
+        help='allow unpickling --pickle: this runs code from the file; only for a file you trust',
+    )
     args = parser.parse_args(argv)
     try:
         return _run(args)

@@ -42,9 +42,11 @@ SOURCES = (
     'Dong), 200-epoch schedule (hp=200), mean over training seeds. Assembled from the CSV dumps '
     'in Zhenhan-Huang/NASGraph-Public data/ (Apache-2.0; cifar10-valid, CIFAR-100 and '
     'ImageNet16-120 columns) and the test_top1 column of BayesWatch/nas-without-training '
-    'results/arch_score_acc.pd (cifar10 train+valid column), cross-checked where they overlap.')
-LICENCE = ('MIT, Copyright (c) since 2020 Xuanyi Dong; see '
-           'hwnas_jax/assets/NOTICE-nb201-accuracy.txt')
+    'results/arch_score_acc.pd (cifar10 train+valid column), cross-checked where they overlap.'
+)
+LICENCE = (
+    'MIT, Copyright (c) since 2020 Xuanyi Dong; see hwnas_jax/assets/NOTICE-nb201-accuracy.txt'
+)
 
 
 def read_csv(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -69,30 +71,34 @@ def read_csv(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray
     if missing:
         raise UserError(f'{path}: the accuracy CSV lacks the columns {missing}')
     if len(rows) != nb201.NUM_ARCHS:
-        raise UserError(f'{path}: {len(rows)} rows, expected one per architecture '
-                        f'({nb201.NUM_ARCHS})')
+        raise UserError(
+            f'{path}: {len(rows)} rows, expected one per architecture ({nb201.NUM_ARCHS})'
+        )
     expected = nb201.indices_to_genomes(np.arange(nb201.NUM_ARCHS))
     columns = {c: np.empty(nb201.NUM_ARCHS, np.float64) for c in nb201_truth.COLUMNS}
     for i, row in enumerate(rows):
         line = i + 2  # Header is line 1.
         if row['index'] != str(i):
-            raise UserError(f'{path}:{line}: index {row["index"]!r}, expected {i} (rows must be '
-                            'in NAS-Bench-201 index order)')
+            raise UserError(
+                f'{path}:{line}: index {row["index"]!r}, expected {i} (rows must be '
+                'in NAS-Bench-201 index order)'
+            )
         try:
             genome = nb201.from_arch_str(row['arch_str'])
         except (TypeError, ValueError) as e:
             raise UserError(f'{path}:{line}: {e}') from None
         if list(genome) != expected[i].tolist():
-            raise UserError(f'{path}:{line}: arch_str {row["arch_str"]!r} is not index {i} in '
-                            "NAS-Bench-201's order")
+            raise UserError(
+                f'{path}:{line}: arch_str {row["arch_str"]!r} is not index {i} in '
+                "NAS-Bench-201's order"
+            )
         for c in nb201_truth.COLUMNS:
             try:
                 v = float(row[c])
             except (TypeError, ValueError):
                 v = math.nan
             if not (math.isfinite(v) and 0 <= v <= 100):
-                raise UserError(f'{path}:{line}: {c} = {row[c]!r} is not a percentage in '
-                                '[0, 100]')
+                raise UserError(f'{path}:{line}: {c} = {row[c]!r} is not a percentage in [0, 100]')
             columns[c][i] = v
     return columns, expected
 
@@ -100,14 +106,20 @@ def read_csv(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray
 def convert(csv_path: str | os.PathLike, out: str | os.PathLike) -> str:
     """Writes the npz for ``csv_path`` to ``out`` atomically; returns its content digest."""
     columns, genomes = read_csv(csv_path)
-    arrays = nb201_truth.encode(columns, genomes, {
-        'source': SOURCES,
-        'licence': LICENCE,
-        'converted_by': 'tools/convert_nb201_accuracy.py',
-        'input': {'name': os.path.basename(csv_path),
-                  'bytes': os.path.getsize(csv_path),
-                  'sha256': fileio.sha256_file(csv_path)},
-    })
+    arrays = nb201_truth.encode(
+        columns,
+        genomes,
+        {
+            'source': SOURCES,
+            'licence': LICENCE,
+            'converted_by': 'tools/convert_nb201_accuracy.py',
+            'input': {
+                'name': os.path.basename(csv_path),
+                'bytes': os.path.getsize(csv_path),
+                'sha256': fileio.sha256_file(csv_path),
+            },
+        },
+    )
     out = os.fspath(out)
     tmp = f'{out}.tmp{os.getpid()}'
     try:

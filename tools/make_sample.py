@@ -33,12 +33,12 @@ CIFAR10_CLASSES = (
 )  # fmt: skip
 # split -> (output file, images drawn, files in the split).
 SPLITS = {
-    "train": ("cifar10_sample.npz", 1024, 50_000),
-    "test": ("cifar10_test_sample.npz", 1000, 10_000),
+    'train': ('cifar10_sample.npz', 1024, 50_000),
+    'test': ('cifar10_test_sample.npz', 1000, 10_000),
 }
-NPZ_NAME = SPLITS["train"][0]
-TEST_NPZ_NAME = SPLITS["test"][0]
-NOTICE_NAME = "NOTICE-cifar10.txt"
+NPZ_NAME = SPLITS['train'][0]
+TEST_NPZ_NAME = SPLITS['test'][0]
+NOTICE_NAME = 'NOTICE-cifar10.txt'
 
 NOTICE = """\
 {train_name}: {train_size} images of the CIFAR-10 training set, for tests and demos;
@@ -75,10 +75,10 @@ def read_samples(
     with tarfile.open(tar_path) as archive:
         members = {m.name: m for m in archive if m.isfile()}
         for split, size in sizes.items():
-            names = sorted(n for n in members if n.startswith(f"{split}/"))
+            names = sorted(n for n in members if n.startswith(f'{split}/'))
             expected = SPLITS[split][2]
             if len(names) != expected:
-                raise ValueError(f"{tar_path}: {len(names)} {split} images, expected {expected:,}")
+                raise ValueError(f'{tar_path}: {len(names)} {split} images, expected {expected:,}')
             drawn = np.random.default_rng(seed).choice(len(names), size=size, replace=False)
             chosen[split] = [names[i] for i in np.sort(drawn)]
         # Read in archive order: seeking backwards in a gzip stream decompresses it again.
@@ -91,8 +91,8 @@ def read_samples(
         images, labels = [], []
         for name in names:
             with Image.open(io.BytesIO(blobs[name])) as image:
-                images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-            labels.append(CIFAR10_CLASSES.index(name.split("/")[1]))
+                images.append(np.asarray(image.convert('RGB'), dtype=np.uint8))
+            labels.append(CIFAR10_CLASSES.index(name.split('/')[1]))
         out[split] = (np.stack(images), np.asarray(labels, dtype=np.int32))
     return out
 
@@ -102,29 +102,29 @@ def _sha256(path: pathlib.Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("archive", type=pathlib.Path, help="cifar10-jpeg.tar.gz")
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('archive', type=pathlib.Path, help='cifar10-jpeg.tar.gz')
     parser.add_argument(
-        "--output",
+        '--output',
         type=pathlib.Path,
-        default=pathlib.Path(__file__).resolve().parents[1] / "hwnas_jax" / "assets",
+        default=pathlib.Path(__file__).resolve().parents[1] / 'hwnas_jax' / 'assets',
         help="output folder (default: the package's assets)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=SPLITS["train"][1], help="train images")
-    parser.add_argument("--test-size", type=int, default=SPLITS["test"][1], help="test images")
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--size', type=int, default=SPLITS['train'][1], help='train images')
+    parser.add_argument('--test-size', type=int, default=SPLITS['test'][1], help='test images')
     args = parser.parse_args(argv)
-    sizes = {"train": args.size, "test": args.test_size}
+    sizes = {'train': args.size, 'test': args.test_size}
     try:
         samples = read_samples(args.archive, sizes, args.seed)
         tar_sha = _sha256(args.archive)
     except (OSError, ValueError, tarfile.TarError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f'error: {e}', file=sys.stderr)
         return 1
     digests = {}
     for split, (images, labels) in samples.items():
         npz = args.output / SPLITS[split][0]
-        arrays = {"images": images, "labels": labels, "class_names": np.asarray(CIFAR10_CLASSES)}
+        arrays = {'images': images, 'labels': labels, 'class_names': np.asarray(CIFAR10_CLASSES)}
         write_npz(npz, arrays)
         digests[split] = _sha256(npz)
         print(f"wrote {npz}: {images.shape}, class counts {np.bincount(labels, minlength=10)}, "
@@ -138,5 +138,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     sys.exit(main())

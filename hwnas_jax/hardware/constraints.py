@@ -61,15 +61,18 @@ class Constraint:
         if not isinstance(self.metric, str) or not re.fullmatch(_NAME, self.metric):
             raise UserError(f'constraint metric must be a name, got {self.metric!r}.')
         if self.device is not None and (
-                not isinstance(self.device, str) or not re.fullmatch(_NAME, self.device)):
+            not isinstance(self.device, str) or not re.fullmatch(_NAME, self.device)
+        ):
             raise UserError(f'constraint device must be a name or None, got {self.device!r}.')
         number = not isinstance(self.limit, bool) and isinstance(
-            self.limit, (int, float, np.integer, np.floating))
+            self.limit, (int, float, np.integer, np.floating)
+        )
         limit = float(self.limit) if number else math.nan
         if not number or not math.isfinite(limit) or limit <= 0:
             raise UserError(
                 f'the budget of constraint {self.name} must be a finite number > 0 (in the '
-                f"metric's unit), got {self.limit!r}.")
+                f"metric's unit), got {self.limit!r}."
+            )
         object.__setattr__(self, 'limit', limit)
 
     @property
@@ -98,8 +101,7 @@ def parse_constraints(spec: str) -> list[Constraint]:
         > 0, or that repeats a metric and device), and the syntax.
     """
     if not isinstance(spec, str):
-        raise UserError(
-            f'constraints must be a string in the syntax {SYNTAX}; got {spec!r}.')
+        raise UserError(f'constraints must be a string in the syntax {SYNTAX}; got {spec!r}.')
     out: list[Constraint] = []
     for part in spec.split(';'):
         if not part.strip():
@@ -113,7 +115,8 @@ def parse_constraints(spec: str) -> list[Constraint]:
         except ValueError:
             raise UserError(
                 f'cannot parse the limit {text!r} of constraint {part.strip()!r}; expected '
-                f'{SYNTAX}.') from None
+                f'{SYNTAX}.'
+            ) from None
         try:
             constraint = Constraint(metric, device, limit)
         except UserError as e:
@@ -121,7 +124,8 @@ def parse_constraints(spec: str) -> list[Constraint]:
         if any(c.name == constraint.name for c in out):
             raise UserError(
                 f'constraint on {constraint.name!r} given twice in {spec!r} (its penalty would '
-                f'count twice); keep one. Expected {SYNTAX}.')
+                f'count twice); keep one. Expected {SYNTAX}.'
+            )
         out.append(constraint)
     return out
 
@@ -146,7 +150,8 @@ def config_constraints(primary: Constraint, extra: str) -> list[Constraint]:
             raise UserError(
                 f'config.hardware.extra constrains {c.name} ({c}), which the primary budget '
                 f'(config.hardware.metric/device/limit: {primary}) already does; its penalty '
-                'would count twice: drop it from config.hardware.extra or change the primary.')
+                'would count twice: drop it from config.hardware.extra or change the primary.'
+            )
     return out
 
 
@@ -155,7 +160,8 @@ def _costs(cost: ArrayLike) -> np.ndarray:
     if np.any(np.isnan(cost)):
         raise ValueError(
             f'{int(np.isnan(cost).sum())} hardware cost(s) are NaN: a bug upstream (a missing '
-            'table entry should be +inf, which is infeasible, not NaN).')
+            'table entry should be +inf, which is infeasible, not NaN).'
+        )
     return cost
 
 
@@ -172,9 +178,10 @@ def _limits(limits: ArrayLike | Sequence[Constraint] | Constraint | float) -> np
     return lim
 
 
-def _rows(costs: ArrayLike | Sequence[ArrayLike],
-          limits: ArrayLike | Sequence[Constraint] | Constraint | float
-          ) -> tuple[np.ndarray, np.ndarray]:
+def _rows(
+    costs: ArrayLike | Sequence[ArrayLike],
+    limits: ArrayLike | Sequence[Constraint] | Constraint | float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Costs as [C, ...] and limits as [C, 1, ...], checked against each other."""
     lim = _limits(limits)
     cost = _costs(costs)
@@ -182,7 +189,8 @@ def _rows(costs: ArrayLike | Sequence[ArrayLike],
         cost = cost[None]
     if cost.ndim == 0 or cost.shape[0] != lim.size:
         raise ValueError(
-            f'costs must have one row per constraint ({lim.size}), got shape {cost.shape}.')
+            f'costs must have one row per constraint ({lim.size}), got shape {cost.shape}.'
+        )
     return cost, lim.reshape((lim.size,) + (1,) * (cost.ndim - 1))
 
 
@@ -217,8 +225,9 @@ def penalty(cost: ArrayLike, limit: ArrayLike) -> np.ndarray:
 
 
 def total_penalty(
-        costs: ArrayLike | Sequence[ArrayLike],
-        limits: ArrayLike | Sequence[Constraint] | Constraint | float) -> np.ndarray:
+    costs: ArrayLike | Sequence[ArrayLike],
+    limits: ArrayLike | Sequence[Constraint] | Constraint | float,
+) -> np.ndarray:
     """Sum of the Eq. 5 penalties of several constraints.
 
     Args:
@@ -257,8 +266,10 @@ def fitness(score: ArrayLike, penalties: ArrayLike) -> np.ndarray:
     return score + pen
 
 
-def feasible(costs: ArrayLike | Sequence[ArrayLike],
-             limits: ArrayLike | Sequence[Constraint] | Constraint | float) -> np.ndarray:
+def feasible(
+    costs: ArrayLike | Sequence[ArrayLike],
+    limits: ArrayLike | Sequence[Constraint] | Constraint | float,
+) -> np.ndarray:
     """Whether each architecture satisfies every constraint.
 
     Args:
@@ -295,7 +306,8 @@ def check_budget(cheapest_cost: float, limit: float, name: str) -> str | None:
     return (
         f'budget {name} <= {limit:g} is below the cheapest architecture of the search space '
         f'({cheapest_cost:g}): no architecture satisfies it. The search goes on, guided by the '
-        'penalty toward the cheapest architectures, but its result will exceed the budget.')
+        'penalty toward the cheapest architectures, but its result will exceed the budget.'
+    )
 
 
 SampleFn = Callable[[np.random.Generator, int], np.ndarray]
@@ -303,9 +315,14 @@ CostFn = Callable[[np.ndarray], np.ndarray | Sequence[np.ndarray]]
 
 
 def rejection_sample(
-        rng: np.random.Generator, sample_fn: SampleFn, cost_fn: CostFn,
-        limits: ArrayLike | Sequence[Constraint] | Constraint | float, size: int, *,
-        max_draws: int) -> tuple[np.ndarray, int]:
+    rng: np.random.Generator,
+    sample_fn: SampleFn,
+    cost_fn: CostFn,
+    limits: ArrayLike | Sequence[Constraint] | Constraint | float,
+    size: int,
+    *,
+    max_draws: int,
+) -> tuple[np.ndarray, int]:
     """Builds a population of feasible architectures by redrawing the infeasible ones.
 
     This is OFA's way of meeting a budget, the baseline of the paper's Section 4.4.2. Genomes
@@ -331,8 +348,10 @@ def rejection_sample(
     """
     lim = _limits(limits)
     if size < 0 or max_draws < 0:
-        raise UserError(f'the population size and max_draws (config.ga.max_draws) must be >= 0, '
-                        f'got {size} and {max_draws}.')
+        raise UserError(
+            f'the population size and max_draws (config.ga.max_draws) must be >= 0, '
+            f'got {size} and {max_draws}.'
+        )
     found: list[np.ndarray] = []
     n_found = drawn = 0
     block = max(size, 64)
@@ -346,8 +365,9 @@ def rejection_sample(
         if ok.shape != (n,):
             raise ValueError(
                 f'cost_fn must return [{lim.size}, {n}] costs (or [{n}] for one constraint), '
-                f'got shape {cost.shape}.')
-        idx = np.flatnonzero(ok)[:size - n_found]
+                f'got shape {cost.shape}.'
+            )
+        idx = np.flatnonzero(ok)[: size - n_found]
         # Count as if drawn one at a time: stop at the last feasible genome needed.
         drawn += int(idx[-1]) + 1 if n_found + idx.size == size else n
         found.append(genomes[idx])
@@ -357,14 +377,16 @@ def rejection_sample(
         raise InfeasibleError(
             f'rejection sampling found {n_found} feasible architecture(s) in {drawn} draws, '
             f'short of the {size} wanted, under {_describe(limits, lim)}: the feasible region '
-            'is empty or too small. Loosen the budget, raise max_draws, or use the penalty.')
+            'is empty or too small. Loosen the budget, raise max_draws, or use the penalty.'
+        )
     if not found:  # size == 0: an empty population of the right genome length.
         found.append(np.asarray(sample_fn(rng, 0)))
     return np.concatenate(found), drawn
 
 
 def penalty_sample(
-        rng: np.random.Generator, sample_fn: SampleFn, size: int) -> tuple[np.ndarray, int]:
+    rng: np.random.Generator, sample_fn: SampleFn, size: int
+) -> tuple[np.ndarray, int]:
     """Draws the initial population the penalty way: ``size`` random genomes, none rejected.
 
     The counterpart of ``rejection_sample`` for the paper's Figure 5: the draw count is always

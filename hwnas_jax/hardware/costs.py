@@ -185,12 +185,12 @@ def _missing_message(
     genomes = table.genomes[unique[:_MAX_LISTED]].tolist()
     more = f' and {unique.size - _MAX_LISTED} more' if unique.size > _MAX_LISTED else ''
     return (
-        f"HW-NAS-Bench ({table.source}) has no {device} {metric} on {dataset} for "
-        f"{unique.size} architecture(s): NAS-Bench-201 indices {unique[:_MAX_LISTED].tolist()}"
+        f'HW-NAS-Bench ({table.source}) has no {device} {metric} on {dataset} for '
+        f'{unique.size} architecture(s): NAS-Bench-201 indices {unique[:_MAX_LISTED].tolist()}'
         f"{more} (genomes {genomes}). Pass missing='infeasible' (cost +inf: the penalty "
         "rules them out) or missing='predict' (a least-squares estimate from the known entries; "
-        "its held-out error is logged). A table converted from the original "
-        "HW-NAS-Bench-v1_0.pickle may have more values (tools/convert_hwnasbench.py)."
+        'its held-out error is logged). A table converted from the original '
+        'HW-NAS-Bench-v1_0.pickle may have more values (tools/convert_hwnasbench.py).'
     )
 
 

@@ -101,8 +101,9 @@ class OpPredictor:
 
     def predict(self, genomes: np.ndarray) -> np.ndarray:
         """Predicted values ``[P]`` for genomes ``[P, 6]``."""
-        return np.clip(_predict(active_features(genomes, self.kind), self.weights), self.lo,
-                       self.hi)
+        return np.clip(
+            _predict(active_features(genomes, self.kind), self.weights), self.lo, self.hi
+        )
 
     def summary(self) -> str:
         """One line: the model and its held-out error."""
@@ -134,8 +135,10 @@ def active_features(genomes: np.ndarray, kind: str) -> np.ndarray:
         raise ValueError(f"unknown model kind {kind!r}; expected 'additive' or 'pairwise'")
     g = np.asarray(genomes, dtype=np.int64).reshape(-1, NUM_EDGES)
     unused = _NUM_FEATURES[kind]
-    cols = [np.zeros((g.shape[0], 1), np.int64),
-            np.where(g > 0, np.arange(NUM_EDGES) * _LEVELS + g, unused)]
+    cols = [
+        np.zeros((g.shape[0], 1), np.int64),
+        np.where(g > 0, np.arange(NUM_EDGES) * _LEVELS + g, unused),
+    ]
     if kind == 'pairwise':
         base = 1 + NUM_EDGES * _LEVELS + np.arange(len(_PAIRS)) * _LEVELS**2
         a = g[:, [e for e, _ in _PAIRS]]
@@ -240,7 +243,7 @@ def fit(
     if not kinds or len(y) < MIN_KNOWN[kinds[0]]:
         need = MIN_KNOWN[kind or 'additive']
         raise UserError(
-            f"cannot predict {metric} on {dataset}: only {len(y)} known values, the "
+            f'cannot predict {metric} on {dataset}: only {len(y)} known values, the '
             f"{kind or 'additive'} model needs {need}; use missing='infeasible' or 'error'"
         )
     lo, hi = float(y.min()), float(y.max())
@@ -286,7 +289,10 @@ def predictor(table: tables.CostTable, dataset: str, metric: str) -> OpPredictor
     model = fit(table.genomes[known], col[known], dataset=dataset, metric=metric)
     logging.info(
         'HW-NAS-Bench %s lacks %d of %d values; predicting them with %s',
-        table.source, int((~known).sum()), len(col), model.summary(),
+        table.source,
+        int((~known).sum()),
+        len(col),
+        model.summary(),
     )
     with _LOCK:
         _CACHE.setdefault(key, model)

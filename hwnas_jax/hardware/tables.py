@@ -68,11 +68,13 @@ WHAT = 'HW-NAS-Bench table'
 # the converter.
 FIX_PACKAGED = (
     'reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax; in a checkout, '
-    f'git checkout hwnas_jax/assets/{PACKAGED_NAME})')
+    f'git checkout hwnas_jax/assets/{PACKAGED_NAME})'
+)
 FIX_USER = (
     'check config.hardware.table (leave it empty for the packaged CIFAR-10 table) or re-create '
     'the file with `python tools/convert_hwnasbench.py --pickle HW-NAS-Bench-v1_0.pickle '
-    '--i-trust-this-pickle --out <file>.npz`')
+    '--i-trust-this-pickle --out <file>.npz`'
+)
 
 TableSource = Union[None, str, 'os.PathLike[str]', 'CostTable']
 
@@ -211,9 +213,7 @@ def write_table(
     return meta['data_sha256']
 
 
-def _validate(
-    arrays: Mapping[str, np.ndarray], meta: Any, where: str, fix: str = FIX_USER
-) -> None:
+def _validate(arrays: Mapping[str, np.ndarray], meta: Any, where: str, fix: str = FIX_USER) -> None:
     """Checks format, units, members, shapes, values, content digest and index order.
 
     Raises:
@@ -227,11 +227,11 @@ def _validate(
         raise bad(f'its metadata is a {type(meta).__name__}, not a JSON object')
     if meta.get('format') != FORMAT or meta.get('format_version') != FORMAT_VERSION:
         raise bad(
-            f"format {meta.get('format')!r} v{meta.get('format_version')!r}, expected "
-            f"{FORMAT!r} v{FORMAT_VERSION}"
+            f'format {meta.get("format")!r} v{meta.get("format_version")!r}, expected '
+            f'{FORMAT!r} v{FORMAT_VERSION}'
         )
     if meta.get('num_archs') != NUM_ARCHS:
-        raise bad(f"num_archs {meta.get('num_archs')!r} != {NUM_ARCHS}")
+        raise bad(f'num_archs {meta.get("num_archs")!r} != {NUM_ARCHS}')
     units = meta.get('units')
     units = units if isinstance(units, dict) else {}
     for m in TABLE_METRICS:
@@ -245,14 +245,15 @@ def _validate(
     expected = {'metadata', 'genomes'}
     for d in datasets:
         metrics = metrics_of.get(d)
-        if (not isinstance(metrics, list) or not metrics
-                or any(m not in TABLE_METRICS for m in metrics)):
+        if (
+            not isinstance(metrics, list)
+            or not metrics
+            or any(m not in TABLE_METRICS for m in metrics)
+        ):
             raise bad(f'metrics {metrics!r} for {d}; allowed {list(TABLE_METRICS)}')
         expected.update(column_key(d, m) for m in metrics)
     if set(arrays) != expected:
-        raise bad(
-            f'members {sorted(set(arrays) ^ expected)} differ from those the metadata lists'
-        )
+        raise bad(f'members {sorted(set(arrays) ^ expected)} differ from those the metadata lists')
     g = arrays['genomes']
     if g.dtype != np.int8 or g.shape != (NUM_ARCHS, NUM_EDGES) or g.min() < 0 or g.max() >= NUM_OPS:
         raise bad(f'genomes must be int8 [{NUM_ARCHS}, {NUM_EDGES}] in 0..{NUM_OPS - 1}')
@@ -266,15 +267,15 @@ def _validate(
     digest = data_digest(arrays)
     if digest != meta.get('data_sha256'):
         raise bad(
-            f"content sha256 {digest} does not match the recorded {meta.get('data_sha256')} "
-            "(the file was modified or damaged)"
+            f'content sha256 {digest} does not match the recorded {meta.get("data_sha256")} '
+            '(the file was modified or damaged)'
         )
     ref = np.asarray(_nb201().indices_to_genomes(np.arange(NUM_ARCHS)))
     if not np.array_equal(ref, g):
         first = int(np.argmax(np.any(ref != g, axis=-1)))
         raise bad(
             f"index order differs from NAS-Bench-201's (first at index {first}: table "
-            f"{g[first].tolist()}, nb201 {ref[first].tolist()})"
+            f'{g[first].tolist()}, nb201 {ref[first].tolist()})'
         )
 
 
@@ -292,8 +293,8 @@ def _build(arrays: dict[str, np.ndarray], source: str, pinned: str | None, fix: 
     _validate(arrays, meta, source, fix)
     if pinned is not None and meta['data_sha256'] != pinned:
         raise UserError(
-            f"{source}: the packaged {WHAT} changed: content sha256 {meta['data_sha256']} is not "
-            f"the pinned {pinned} (the file was replaced or modified); {fix}"
+            f'{source}: the packaged {WHAT} changed: content sha256 {meta["data_sha256"]} is not '
+            f'the pinned {pinned} (the file was replaced or modified); {fix}'
         )
     columns = {}
     for d in meta['datasets']:
@@ -355,7 +356,8 @@ def load_table(table: TableSource = None) -> CostTable:
     if packaged:
         # Messages name the real file; the table's `source` stays '<packaged>' (logs, metadata).
         loaded = dataclasses.replace(
-            _build(arrays, path, PACKAGED_DATA_SHA256, fix), source='<packaged>')
+            _build(arrays, path, PACKAGED_DATA_SHA256, fix), source='<packaged>'
+        )
     else:
         loaded = _build(arrays, path, None, fix)
     with _LOCK:
@@ -380,8 +382,9 @@ def _load_npz(path: str, what: str, fix: str) -> dict[str, np.ndarray]:
         # NotImplementedError / RuntimeError for flipped bits in a member header (compression
         # method, "encrypted" flag, version), numpy's tokenize.TokenError / SyntaxError for a
         # garbled .npy header, MemoryError for a garbled shape.
-        raise UserError(f'{path}: {what} is damaged or not an hwnas_jax file '
-                        f'({type(e).__name__}: {e}); {fix}') from None
+        raise UserError(
+            f'{path}: {what} is damaged or not an hwnas_jax file ({type(e).__name__}: {e}); {fix}'
+        ) from None
 
 
 def clear_cache() -> None:

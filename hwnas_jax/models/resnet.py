@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 # PyTorch's nn.init.kaiming_normal_ (fan_in, gain sqrt(2), untruncated), as akamaster uses.
-_kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+_kaiming_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 STAGE_CHANNELS = (16, 32, 64)
 
@@ -70,10 +70,10 @@ class BasicBlock(nn.Module):
         Returns:
           [n, h / stride, w / stride, planes] output, after the final ReLU.
         """
-        y = _conv3x3(self.planes, self.stride, "conv1")(x)
-        y = nn.relu(_batch_norm(train, "bn1")(y))
-        y = _conv3x3(self.planes, 1, "conv2")(y)
-        y = _batch_norm(train, "bn2")(y)
+        y = _conv3x3(self.planes, self.stride, 'conv1')(x)
+        y = nn.relu(_batch_norm(train, 'bn1')(y))
+        y = _conv3x3(self.planes, 1, 'conv2')(y)
+        y = _batch_norm(train, 'bn2')(y)
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.planes:
             shortcut = x[:, :: self.stride, :: self.stride, :]
@@ -109,16 +109,16 @@ class ResNet(nn.Module):
           ValueError: if ``depth`` is not of the form 6n + 2 with n >= 1.
         """
         if self.depth < 8 or (self.depth - 2) % 6:
-            raise ValueError(f"ResNet depth must be 6n + 2 with n >= 1, got {self.depth}")
+            raise ValueError(f'ResNet depth must be 6n + 2 with n >= 1, got {self.depth}')
         blocks = (self.depth - 2) // 6
-        y = _conv3x3(STAGE_CHANNELS[0], 1, "stem_conv")(x)
-        y = nn.relu(_batch_norm(train, "stem_bn")(y))
+        y = _conv3x3(STAGE_CHANNELS[0], 1, 'stem_conv')(x)
+        y = nn.relu(_batch_norm(train, 'stem_bn')(y))
         features = []
         for stage, planes in enumerate(STAGE_CHANNELS, start=1):
             for block in range(blocks):
                 stride = 2 if stage > 1 and block == 0 else 1
-                y = BasicBlock(planes, stride, name=f"stage{stage}_block{block}")(y, train=train)
+                y = BasicBlock(planes, stride, name=f'stage{stage}_block{block}')(y, train=train)
             features.append(y)
         y = jnp.mean(y, axis=(1, 2))
-        logits = nn.Dense(self.num_classes, kernel_init=_kaiming_normal, name="head")(y)
+        logits = nn.Dense(self.num_classes, kernel_init=_kaiming_normal, name='head')(y)
         return logits, features

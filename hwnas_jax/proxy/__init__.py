@@ -27,8 +27,20 @@ from hwnas_jax.proxy.scorers import (
 )
 
 __all__ = [
-    'PROGRAMS', 'STRATEGIES', 'TRACES', 'ExactScorer', 'LoopScorer', 'PopulationScorer', 'Scorer',
-    'Settings', 'VmapScorer', 'from_config', 'init_members', 'make_member_fn', 'make_scorer',
-    'member_seeds', 'optimizer', 'population_program',
+    'PROGRAMS',
+    'STRATEGIES',
+    'TRACES',
+    'ExactScorer',
+    'LoopScorer',
+    'PopulationScorer',
+    'Scorer',
+    'Settings',
+    'VmapScorer',
+    'from_config',
+    'init_members',
+    'make_member_fn',
+    'make_scorer',
+    'member_seeds',
+    'optimizer',
+    'population_program',
 ]
-

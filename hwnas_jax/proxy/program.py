@@ -29,6 +29,7 @@ from hwnas_jax.errors import UserError
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Single-batch training settings (defaults from RMI-NAS; N_train from HW-EvRSNAS)."""
+
     steps: int = 100
     beta: float = 0.8
     learning_rate: float = 0.1
@@ -37,26 +38,31 @@ class Settings:
 
     @classmethod
     def from_config(cls, proxy_config) -> Settings:
-        s = cls(steps=int(proxy_config.steps), beta=float(proxy_config.beta),
-                learning_rate=float(proxy_config.learning_rate),
-                momentum=float(proxy_config.momentum),
-                weight_decay=float(proxy_config.weight_decay))
+        s = cls(
+            steps=int(proxy_config.steps),
+            beta=float(proxy_config.beta),
+            learning_rate=float(proxy_config.learning_rate),
+            momentum=float(proxy_config.momentum),
+            weight_decay=float(proxy_config.weight_decay),
+        )
         if s.steps < 0 or not 0.0 <= s.beta <= 1.0 or s.learning_rate < 0:
-            raise UserError(f'invalid proxy settings {s}: need steps >= 0, 0 <= beta <= 1, '
-                             'learning_rate >= 0')
+            raise UserError(
+                f'invalid proxy settings {s}: need steps >= 0, 0 <= beta <= 1, learning_rate >= 0'
+            )
         return s
 
 
 def optimizer(s: Settings) -> optax.GradientTransformation:
     """PyTorch-style SGD: weight decay added to the gradient, then momentum, constant rate."""
-    return optax.chain(optax.add_decayed_weights(s.weight_decay),
-                       optax.sgd(s.learning_rate, momentum=s.momentum or None))
+    return optax.chain(
+        optax.add_decayed_weights(s.weight_decay),
+        optax.sgd(s.learning_rate, momentum=s.momentum or None),
+    )
 
 
 def member_seeds(genomes: np.ndarray) -> np.ndarray:
     """[P] uint32 seed per genome: a hash of the genome (use canonical genomes)."""
-    return np.asarray([zlib.crc32(np.asarray(g, np.int64).tobytes()) for g in genomes],
-                      np.uint32)
+    return np.asarray([zlib.crc32(np.asarray(g, np.int64).tobytes()) for g in genomes], np.uint32)
 
 
 def make_member_fn(model, s: Settings, *, trajectory: bool = False) -> Callable:
@@ -72,8 +78,9 @@ def make_member_fn(model, s: Settings, *, trajectory: bool = False) -> Callable:
 
     def apply(params, stats, genome, images):
         args = (images,) if genome is None else (images, genome)
-        (logits, feats), _ = model.apply({'params': params, 'batch_stats': stats}, *args,
-                                         train=True, mutable=['batch_stats'])
+        (logits, feats), _ = model.apply(
+            {'params': params, 'batch_stats': stats}, *args, train=True, mutable=['batch_stats']
+        )
         return logits, feats
 
     def train_member(params, stats, genome, images, labels, ref_features):
@@ -138,7 +145,8 @@ def population_program(model, s: Settings, strategy: str, mesh: Mesh):
         params, stats = variables['params'], variables['batch_stats']
         if strategy == 'vmap':
             return jax.vmap(member, in_axes=(0, 0, 0, None, None, None))(
-                params, stats, genomes, images, labels, ref)
+                params, stats, genomes, images, labels, ref
+            )
 
         def body(args):
             p, st, g, ok = args
@@ -150,7 +158,11 @@ def population_program(model, s: Settings, strategy: str, mesh: Mesh):
         return jax.lax.map(body, (params, stats, genomes, valid))
 
     rep = P()
-    fn = jax.shard_map(local, mesh=mesh,
-                       in_specs=(rep, P('pop'), P('pop'), P('pop'), rep, rep, rep),
-                       out_specs=P('pop'), check_vma=False)
+    fn = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(rep, P('pop'), P('pop'), P('pop'), rep, rep, rep),
+        out_specs=P('pop'),
+        check_vma=False,
+    )
     return jax.jit(fn)

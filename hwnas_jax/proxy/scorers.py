@@ -43,8 +43,9 @@ class Scorer:
 
     strategy: str
 
-    def __init__(self, space, batch: dict, settings: program.Settings, *, seed: int = 0,
-                 devices=None):
+    def __init__(
+        self, space, batch: dict, settings: program.Settings, *, seed: int = 0, devices=None
+    ):
         self.space = space
         self.settings = settings
         self.seed = int(seed)
@@ -119,13 +120,24 @@ class PopulationScorer(Scorer):
         self.mesh = Mesh(np.asarray(self.devices), ('pop',))
         self._compiled = None
         self._key = None
-        logging.info('Proxy: strategy %s, %d member(s) per call on %d %s device(s)',
-                     self.strategy, self.call_size, n_dev, self.backend)
+        logging.info(
+            'Proxy: strategy %s, %d member(s) per call on %d %s device(s)',
+            self.strategy,
+            self.call_size,
+            n_dev,
+            self.backend,
+        )
 
     def _program_key(self, args) -> tuple:
         shapes = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args))
-        return (self.space.name, repr(self._pop_model), self.settings, self.strategy,
-                tuple(d.id for d in self.devices), shapes)
+        return (
+            self.space.name,
+            repr(self._pop_model),
+            self.settings,
+            self.strategy,
+            tuple(d.id for d in self.devices),
+            shapes,
+        )
 
     def _calls(self, n: int) -> list[slice]:
         return [slice(i, min(i + self.call_size, n)) for i in range(0, n, self.call_size)]
@@ -135,23 +147,33 @@ class PopulationScorer(Scorer):
         pad = self.call_size - n
         padded = np.concatenate([genomes, np.repeat(genomes[:1], pad, axis=0)])
         valid = np.arange(self.call_size) < n
-        args = (jnp.asarray(self.seed, jnp.uint32), jnp.asarray(program.member_seeds(padded)),
-                jnp.asarray(padded, jnp.int32), jnp.asarray(valid), self._images, self._labels,
-                self._ref)
+        args = (
+            jnp.asarray(self.seed, jnp.uint32),
+            jnp.asarray(program.member_seeds(padded)),
+            jnp.asarray(padded, jnp.int32),
+            jnp.asarray(valid),
+            self._images,
+            self._labels,
+            self._ref,
+        )
         if self._compiled is None:
             # Compiled programs are shared by scorers with the same model, settings, strategy,
             # devices and shapes: a second search in one process does not compile again.
             key = self._program_key(args)
             if key not in program.PROGRAMS:
-                fn = program.population_program(self._pop_model, self.settings, self.strategy,
-                                                self.mesh)
-                what = (f'the {self.strategy} proxy program ({self.call_size} member(s) per '
-                        f'call, {self.settings.steps} steps)')
+                fn = program.population_program(
+                    self._pop_model, self.settings, self.strategy, self.mesh
+                )
+                what = (
+                    f'the {self.strategy} proxy program ({self.call_size} member(s) per '
+                    f'call, {self.settings.steps} steps)'
+                )
                 program.PROGRAMS[key] = self._compile(what, repr(key), fn, args)
                 program.TRACES[key] += 1
             self._compiled, self._key = program.PROGRAMS[key], key
-        return self._run('training', lambda: tuple(np.asarray(o)[:n]
-                                                   for o in self._compiled(*args)))
+        return self._run(
+            'training', lambda: tuple(np.asarray(o)[:n] for o in self._compiled(*args))
+        )
 
     @property
     def trace_count(self) -> int:
@@ -182,8 +204,7 @@ class ExactScorer(Scorer):
         self._exact_cache: dict = {}
         self._init_fn = None
         self.trace_count = 0
-        logging.info('Proxy: strategy exact (one compile per architecture) on %s',
-                     self.backend)
+        logging.info('Proxy: strategy exact (one compile per architecture) on %s', self.backend)
 
     def _calls(self, n: int) -> list[slice]:
         return [slice(i, i + 1) for i in range(n)]
@@ -196,16 +217,19 @@ class ExactScorer(Scorer):
 
             def fn(variables, images, labels, ref):
                 self.trace_count += 1
-                return member(variables['params'], variables['batch_stats'], None, images,
-                              labels, ref)
+                return member(
+                    variables['params'], variables['batch_stats'], None, images, labels, ref
+                )
 
             t0 = time.perf_counter()
             variables = self._variables(genome)
             self.compile_seconds += time.perf_counter() - t0
             self._exact_cache[key] = self._compile(
-                f'the exact network of {key}', repr((self.space.name, repr(model),
-                                                     self.settings, 'exact')),
-                jax.jit(fn), (variables, self._images, self._labels, self._ref))
+                f'the exact network of {key}',
+                repr((self.space.name, repr(model), self.settings, 'exact')),
+                jax.jit(fn),
+                (variables, self._images, self._labels, self._ref),
+            )
         return self._exact_cache[key]
 
     def _variables(self, genome: np.ndarray):
@@ -214,8 +238,12 @@ class ExactScorer(Scorer):
         if self._init_fn is None:
             self._init_fn = jax.jit(functools.partial(program.init_members, self._pop_model))
         seeds = jnp.asarray(program.member_seeds(genome[None]))
-        v = self._init_fn(jnp.asarray(self.seed, jnp.uint32), seeds,
-                          jnp.asarray(genome[None], jnp.int32), self._images)
+        v = self._init_fn(
+            jnp.asarray(self.seed, jnp.uint32),
+            seeds,
+            jnp.asarray(genome[None], jnp.int32),
+            self._images,
+        )
         v = jax.tree.map(lambda a: a[0], v)
         return self.space.exact_variables(v, genome)
 
@@ -223,17 +251,29 @@ class ExactScorer(Scorer):
         g = genomes[0]
         compiled = self._member(g)
         variables = self._variables(g)
-        return self._run('training', lambda: tuple(
-            np.asarray(o)[None] for o in compiled(variables, self._images, self._labels,
-                                                  self._ref)))
+        return self._run(
+            'training',
+            lambda: tuple(
+                np.asarray(o)[None]
+                for o in compiled(variables, self._images, self._labels, self._ref)
+            ),
+        )
 
 
 SCORERS = {'vmap': VmapScorer, 'loop': LoopScorer, 'exact': ExactScorer}
 
 
-def make_scorer(space, batch: dict, settings: program.Settings, *, strategy: str = 'auto',
-                chunk_size: int = 0, population: int = 20, seed: int = 0,
-                devices=None) -> Scorer:
+def make_scorer(
+    space,
+    batch: dict,
+    settings: program.Settings,
+    *,
+    strategy: str = 'auto',
+    chunk_size: int = 0,
+    population: int = 20,
+    seed: int = 0,
+    devices=None,
+) -> Scorer:
     """The scorer of `strategy` ('auto': the space's choice for the backend)."""
     if strategy not in STRATEGIES:
         raise UserError(f'unknown proxy strategy {strategy!r}; choose one of {STRATEGIES}')
@@ -245,14 +285,21 @@ def make_scorer(space, batch: dict, settings: program.Settings, *, strategy: str
         return ExactScorer(space, batch, settings, seed=seed, devices=devices)
     # On CPU the members of one call run one after another anyway: one member per device per
     # call costs nothing and keeps every call short.
-    size = int(chunk_size) or (len(devices) if backend == 'cpu' and strategy == 'loop'
-                               else int(population))
+    size = int(chunk_size) or (
+        len(devices) if backend == 'cpu' and strategy == 'loop' else int(population)
+    )
     return SCORERS[strategy](space, batch, settings, seed=seed, devices=devices, call_size=size)
 
 
 def from_config(config, space, batch: dict, seed: int | None = None) -> Scorer:
     """The proxy scorer of a search (`seed`: the proxy's seed; default `config.seed`)."""
     p = config.proxy
-    return make_scorer(space, batch, program.Settings.from_config(p), strategy=p.strategy,
-                       chunk_size=p.chunk_size, population=config.ga.population,
-                       seed=config.seed if seed is None else seed)
+    return make_scorer(
+        space,
+        batch,
+        program.Settings.from_config(p),
+        strategy=p.strategy,
+        chunk_size=p.chunk_size,
+        population=config.ga.population,
+        seed=config.seed if seed is None else seed,
+    )

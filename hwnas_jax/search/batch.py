@@ -30,10 +30,16 @@ def select_batch(images: np.ndarray, labels: np.ndarray, ce: np.ndarray, size: i
 
 def batch_fingerprint(config, seed: int) -> str:
     """The settings that make the search batch: a batch file made with others is stale."""
-    return json.dumps({'seed': int(seed), 'data': config.data.to_dict(),
-                       'reference': config.reference.to_dict(),
-                       'batch_size': config.proxy.batch_size,
-                       'pool_size': config.proxy.pool_size}, sort_keys=True)
+    return json.dumps(
+        {
+            'seed': int(seed),
+            'data': config.data.to_dict(),
+            'reference': config.reference.to_dict(),
+            'batch_size': config.proxy.batch_size,
+            'pool_size': config.proxy.pool_size,
+        },
+        sort_keys=True,
+    )
 
 
 def batch_digest(images: np.ndarray, labels: np.ndarray) -> str:
@@ -63,27 +69,42 @@ def load_or_make_batch(config, path: str, seed: int | None = None) -> dict:
     fingerprint = batch_fingerprint(config, seed)
     images = None
     if os.path.exists(path):
-        saved = fileio.load_npz(path, what='the search batch', keys=('images', 'labels'),
-                                fix='delete it: the search rebuilds it from the seed')
+        saved = fileio.load_npz(
+            path,
+            what='the search batch',
+            keys=('images', 'labels'),
+            fix='delete it: the search rebuilds it from the seed',
+        )
         if str(saved.get('fingerprint', '')) == fingerprint:
             images, labels = saved['images'], saved['labels']
         else:
-            logging.warning('%s was made with other settings (an earlier run in this work '
-                            'directory); making the batch again', path)
+            logging.warning(
+                '%s was made with other settings (an earlier run in this work '
+                'directory); making the batch again',
+                path,
+            )
     if images is None:
         rng = np.random.default_rng([seed, 1])
         pool_images, pool_labels = data.random_pool(config, rng, config.proxy.pool_size)
         # In chunks: the pool can be large images through a large reference.
-        logits = np.concatenate([np.asarray(feature_fn(data.normalize(pool_images[i:i + 64]))[0])
-                                 for i in range(0, len(pool_images), 64)])
+        logits = np.concatenate(
+            [
+                np.asarray(feature_fn(data.normalize(pool_images[i : i + 64]))[0])
+                for i in range(0, len(pool_images), 64)
+            ]
+        )
         logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32))
         ce = -np.asarray(jnp.take_along_axis(logp, jnp.asarray(pool_labels)[:, None], 1))[:, 0]
         idx = select_batch(pool_images, pool_labels, ce, config.proxy.batch_size)
         images, labels = pool_images[idx], pool_labels[idx]
-        fileio.atomic_write_npz(path, images=images, labels=labels,
-                                fingerprint=np.asarray(fingerprint))
+        fileio.atomic_write_npz(
+            path, images=images, labels=labels, fingerprint=np.asarray(fingerprint)
+        )
     x = data.normalize(images)
     _, feats = feature_fn(x)
-    return {'images': x, 'labels': labels.astype(np.int32),
-            'ref_features': [np.asarray(f) for f in feats],
-            'digest': batch_digest(images, labels)}
+    return {
+        'images': x,
+        'labels': labels.astype(np.int32),
+        'ref_features': [np.asarray(f) for f in feats],
+        'digest': batch_digest(images, labels),
+    }

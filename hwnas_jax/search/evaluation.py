@@ -37,12 +37,16 @@ import numpy as np
 from hwnas_jax import fileio
 from hwnas_jax.spaces import nb201, nb201_truth
 
-NOTE = ('Evaluation only: NAS-Bench-201 ground-truth accuracies (200 epochs), never read by the '
-        'search, which sees only the proxy score and the hardware costs.')
-RANKING = ('rank = 1 + number of architectures in the set with a strictly higher test '
-           'accuracy (ties share the best rank); percentile = 100 * fraction of the set with '
-           'test accuracy <= the found one; best feasible: highest test accuracy, ties to the '
-           'lowest index')
+NOTE = (
+    'Evaluation only: NAS-Bench-201 ground-truth accuracies (200 epochs), never read by the '
+    'search, which sees only the proxy score and the hardware costs.'
+)
+RANKING = (
+    'rank = 1 + number of architectures in the set with a strictly higher test '
+    'accuracy (ties share the best rank); percentile = 100 * fraction of the set with '
+    'test accuracy <= the found one; best feasible: highest test accuracy, ties to the '
+    'lowest index'
+)
 NB201_DATA = {'cifar10', 'cifar100'}  # tfds names whose task NAS-Bench-201 trained on.
 _MAX_CACHED = 8
 
@@ -71,18 +75,24 @@ def search_data(config) -> str:
 def not_applicable(config, dataset: str | None = None) -> str | None:
     """Why NAS-Bench-201 ground truth does not apply to this search, or None when it does."""
     if config.space.name != nb201.NAME:
-        return (f'NAS-Bench-201 ground truth exists only for the nb201 space; this search is on '
-                f'{config.space.name!r}')
+        return (
+            f'NAS-Bench-201 ground truth exists only for the nb201 space; this search is on '
+            f'{config.space.name!r}'
+        )
     if dataset is not None:
         return None  # The caller vouches that the task is NAS-Bench-201's.
     source = config.data.source
     if source == 'folder':
-        return (f'config.data.source=folder ({config.data.root}) is your own data, not '
-                f'CIFAR-10/100 or ImageNet16-120 as NAS-Bench-201 trained on them; if the folder '
-                'holds one of those, call report(..., dataset=...) to compare anyway')
+        return (
+            f'config.data.source=folder ({config.data.root}) is your own data, not '
+            f'CIFAR-10/100 or ImageNet16-120 as NAS-Bench-201 trained on them; if the folder '
+            'holds one of those, call report(..., dataset=...) to compare anyway'
+        )
     if source == 'tfds' and config.data.name not in NB201_DATA:
-        return (f'tfds dataset {config.data.name!r} is not one NAS-Bench-201 trained on '
-                f'({sorted(NB201_DATA)} or ImageNet16-120)')
+        return (
+            f'tfds dataset {config.data.name!r} is not one NAS-Bench-201 trained on '
+            f'({sorted(NB201_DATA)} or ImageNet16-120)'
+        )
     return None
 
 
@@ -95,8 +105,13 @@ def _cost_key(objective) -> tuple:
             table = (os.path.realpath(table), st.st_size, st.st_mtime_ns)
         except OSError:
             pass  # The cost module reports it.
-    return (objective.space.name, tuple((c.metric, c.device) for c in objective.constraints),
-            hw.dataset, hw.missing, table)
+    return (
+        objective.space.name,
+        tuple((c.metric, c.device) for c in objective.constraints),
+        hw.dataset,
+        hw.missing,
+        table,
+    )
 
 
 def _full_costs(objective) -> np.ndarray:
@@ -105,8 +120,9 @@ def _full_costs(objective) -> np.ndarray:
         hit = _COSTS.get(key)
     if hit is not None:
         return hit
-    costs = np.asarray(objective.costs(nb201.indices_to_genomes(np.arange(nb201.NUM_ARCHS))),
-                       np.float64)
+    costs = np.asarray(
+        objective.costs(nb201.indices_to_genomes(np.arange(nb201.NUM_ARCHS))), np.float64
+    )
     costs.setflags(write=False)
     with _LOCK:
         if len(_COSTS) >= _MAX_CACHED:
@@ -153,10 +169,14 @@ def _rank(sorted_acc: np.ndarray, acc: float) -> tuple[int | None, float | None]
 
 def _arch(ctx: dict[str, Any], index: int) -> dict[str, Any]:
     genome = nb201.indices_to_genomes(index)
-    return {'index': index, 'genome': genome.tolist(), 'arch_str': nb201.to_arch_str(genome),
-            'test_accuracy': float(ctx['test'][index]),
-            'valid_accuracy': float(ctx['valid'][index]),
-            'costs': ctx['costs'][:, index].tolist()}
+    return {
+        'index': index,
+        'genome': genome.tolist(),
+        'arch_str': nb201.to_arch_str(genome),
+        'test_accuracy': float(ctx['test'][index]),
+        'valid_accuracy': float(ctx['valid'][index]),
+        'costs': ctx['costs'][:, index].tolist(),
+    }
 
 
 def report(genome: Any, objective, dataset: str | None = None) -> dict[str, Any]:
@@ -195,9 +215,13 @@ def report(genome: Any, objective, dataset: str | None = None) -> dict[str, Any]
     acc = found['test_accuracy']
     rank_all, pct_all = _rank(ctx['sorted_all'], acc)
     rank_feasible, pct_feasible = _rank(ctx['sorted_feasible'], acc)
-    found.update(feasible=bool(ctx['feasible'][index]), rank_all=rank_all,
-                 percentile_all=pct_all, rank_feasible=rank_feasible,
-                 percentile_feasible=pct_feasible)
+    found.update(
+        feasible=bool(ctx['feasible'][index]),
+        rank_all=rank_all,
+        percentile_all=pct_all,
+        rank_feasible=rank_feasible,
+        percentile_feasible=pct_feasible,
+    )
     best = ctx['best_feasible']
     best = None if best is None else _arch(ctx, best['index'])
     out = {
@@ -207,8 +231,10 @@ def report(genome: Any, objective, dataset: str | None = None) -> dict[str, Any]
         'dataset': dataset,
         'protocols': protocols,
         'search_data': search_data(config),
-        'constraints': [f'{c.metric}{"@" + c.device if c.device else ""}<={c.limit:g}'
-                        for c in objective.constraints],
+        'constraints': [
+            f'{c.metric}{"@" + c.device if c.device else ""}<={c.limit:g}'
+            for c in objective.constraints
+        ],
         'num_archs': nb201.NUM_ARCHS,
         'num_feasible': int(ctx['sorted_feasible'].size),
         'ranking': RANKING,

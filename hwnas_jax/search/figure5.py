@@ -35,10 +35,23 @@ from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import constraints as cons
 from hwnas_jax.search.objective import Objective
 
-COLUMNS = ("metric", "budget", "feasible_fraction", "expected_rejection_draws", "rejection_mean",
-           "rejection_std", "rejection_min", "rejection_max", "rejection_gave_up",
-           "penalty_mean", "penalty_std", "penalty_feasible_mean", "seeds", "population",
-           "max_draws")
+COLUMNS = (
+    'metric',
+    'budget',
+    'feasible_fraction',
+    'expected_rejection_draws',
+    'rejection_mean',
+    'rejection_std',
+    'rejection_min',
+    'rejection_max',
+    'rejection_gave_up',
+    'penalty_mean',
+    'penalty_std',
+    'penalty_feasible_mean',
+    'seeds',
+    'population',
+    'max_draws',
+)
 SWEEP_POINTS = 9  # Budgets in a default sweep.
 FRACTION_SAMPLES = 1 << 18  # Random genomes behind feasible_fraction (spaces too big to list).
 
@@ -78,12 +91,13 @@ def default_limits(costs: np.ndarray, cheapest: float) -> list[float]:
 def parse_limits(text: str) -> list[float]:
     """Budgets from ``'200,250, 300'``; ValueError quoting what does not parse."""
     try:
-        limits = [float(v) for v in str(text).split(",") if v.strip()]
+        limits = [float(v) for v in str(text).split(',') if v.strip()]
     except ValueError:
         raise UserError(
-            f"figure5.limits must be numbers separated by commas, got {text!r}") from None
+            f'figure5.limits must be numbers separated by commas, got {text!r}'
+        ) from None
     if not limits or any(not math.isfinite(v) for v in limits):
-        raise UserError(f"figure5.limits must be finite numbers separated by commas: {text!r}")
+        raise UserError(f'figure5.limits must be finite numbers separated by commas: {text!r}')
     return limits
 
 
@@ -93,12 +107,22 @@ def _population_costs(space: Any, costs: CostFn, seed: int) -> np.ndarray:
     if every is not None:  # Uniform genomes are uniform over a listed space.
         return costs(every)
     rng = np.random.default_rng([seed, 5])
-    return np.concatenate([costs(space.random_genomes(rng, 1 << 16))
-                           for _ in range(FRACTION_SAMPLES >> 16)])
+    return np.concatenate(
+        [costs(space.random_genomes(rng, 1 << 16)) for _ in range(FRACTION_SAMPLES >> 16)]
+    )
 
 
-def sweep(space: Any, costs: CostFn, limits: Sequence[float], *, population: int, seeds: int,
-          max_draws: int, seed: int = 0, metric: str = "") -> list[dict[str, Any]]:
+def sweep(
+    space: Any,
+    costs: CostFn,
+    limits: Sequence[float],
+    *,
+    population: int,
+    seeds: int,
+    max_draws: int,
+    seed: int = 0,
+    metric: str = '',
+) -> list[dict[str, Any]]:
     """Draws needed by rejection sampling and by the penalty, per budget (see the docstring).
 
     Returns:
@@ -117,7 +141,8 @@ def sweep(space: Any, costs: CostFn, limits: Sequence[float], *, population: int
                 draws, gave_up = max_draws, gave_up + 1
             rejection.append(draws)
             members, _ = cons.penalty_sample(
-                np.random.default_rng([seed, trial]), space.random_genomes, population)
+                np.random.default_rng([seed, trial]), space.random_genomes, population
+            )
             penalty_feasible.append(int(np.sum(costs(members) <= limit)))
         penalty = [population] * seeds  # penalty_sample's count, by construction.
         rows.append({
@@ -133,8 +158,8 @@ def sweep(space: Any, costs: CostFn, limits: Sequence[float], *, population: int
 
 
 def _write_csv(path: str, rows: list[dict[str, Any]]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    tmp = path + '.tmp'
+    with open(tmp, 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -146,27 +171,34 @@ def plot(path: str, rows: list[dict[str, Any]], unit: str) -> bool:
     try:
         import matplotlib
 
-        matplotlib.use("Agg")
+        matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    budgets = [r["budget"] for r in rows]
+    budgets = [r['budget'] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.errorbar(budgets, [r["rejection_mean"] for r in rows],
                 yerr=[r["rejection_std"] for r in rows], marker="o", capsize=3,
                 label="rejection sampling")  # fmt: skip
-    ax.plot(budgets, [r["penalty_mean"] for r in rows], marker="s", label="penalty (HW-EvRSNAS)")
-    failed = [r for r in rows if r["rejection_gave_up"]]
+    ax.plot(budgets, [r['penalty_mean'] for r in rows], marker='s', label='penalty (HW-EvRSNAS)')
+    failed = [r for r in rows if r['rejection_gave_up']]
     if failed:
-        ax.scatter([r["budget"] for r in failed], [r["max_draws"] for r in failed], marker="x",
-                   s=80, color="red", zorder=3, label="rejection gave up (max_draws)")
-    ax.set_yscale("log")
-    ax.set_xlabel(f"budget ({unit})")
-    ax.set_ylabel(f"draws to fill a population of {rows[0]['population']}")
-    ax.set_title(f"mean ± std over {rows[0]['seeds']} seeds")
+        ax.scatter(
+            [r['budget'] for r in failed],
+            [r['max_draws'] for r in failed],
+            marker='x',
+            s=80,
+            color='red',
+            zorder=3,
+            label='rejection gave up (max_draws)',
+        )
+    ax.set_yscale('log')
+    ax.set_xlabel(f'budget ({unit})')
+    ax.set_ylabel(f'draws to fill a population of {rows[0]["population"]}')
+    ax.set_title(f'mean ± std over {rows[0]["seeds"]} seeds')
     ax.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
+    tmp = path + '.tmp.png'
     fig.savefig(tmp, dpi=150)
     plt.close(fig)
     os.replace(tmp, path)
@@ -194,32 +226,53 @@ def run(config: Any, workdir: str) -> list[dict[str, Any]]:
     else:  # The smallest choices are OFA's cheapest; NB201 lists every architecture.
         smallest = costs(np.zeros((1, len(space.cardinalities)), np.int64))
         limits = default_limits(every, np.min(np.concatenate([every, smallest])))
-    rows = sweep(space, costs, limits, population=int(f5.population), seeds=int(f5.seeds),
-                 max_draws=int(config.ga.max_draws), seed=config.seed, metric=metric)
+    rows = sweep(
+        space,
+        costs,
+        limits,
+        population=int(f5.population),
+        seeds=int(f5.seeds),
+        max_draws=int(config.ga.max_draws),
+        seed=config.seed,
+        metric=metric,
+    )
     for row in rows:
-        p = float(np.mean(every <= row["budget"]))
-        row["feasible_fraction"] = p
-        row["expected_rejection_draws"] = row["population"] / p if p > 0 else math.inf
+        p = float(np.mean(every <= row['budget']))
+        row['feasible_fraction'] = p
+        row['expected_rejection_draws'] = row['population'] / p if p > 0 else math.inf
     os.makedirs(workdir, exist_ok=True)
-    _write_csv(os.path.join(workdir, "figure5.csv"), rows)
+    _write_csv(os.path.join(workdir, 'figure5.csv'), rows)
     unit = space.unit(metric) or metric
-    drew = plot(os.path.join(workdir, "figure5.png"), rows, unit)
-    logging.info("Figure 5 on %s (%s), population %d, %d seeds, max_draws %d:\n%s", space.name,
-                 unit, f5.population, f5.seeds, config.ga.max_draws, format_table(rows))
-    logging.info("Wrote %s%s.", os.path.join(workdir, "figure5.csv"),
-                 " and figure5.png" if drew else " (no figure5.png: matplotlib is not installed)")
+    drew = plot(os.path.join(workdir, 'figure5.png'), rows, unit)
+    logging.info(
+        'Figure 5 on %s (%s), population %d, %d seeds, max_draws %d:\n%s',
+        space.name,
+        unit,
+        f5.population,
+        f5.seeds,
+        config.ga.max_draws,
+        format_table(rows),
+    )
+    logging.info(
+        'Wrote %s%s.',
+        os.path.join(workdir, 'figure5.csv'),
+        ' and figure5.png' if drew else ' (no figure5.png: matplotlib is not installed)',
+    )
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The rows as an aligned text table ('>=': means counting given-up trials at max_draws)."""
-    header = (f"{'budget':>10} {'feasible':>10} {'rejection draws':>24} {'gave up':>8} "
-              f"{'penalty draws':>14}")
+    header = (
+        f'{"budget":>10} {"feasible":>10} {"rejection draws":>24} {"gave up":>8} '
+        f'{"penalty draws":>14}'
+    )
     lines = [header]
     for r in rows:
-        mark = ">=" if r["rejection_gave_up"] else ""
+        mark = '>=' if r['rejection_gave_up'] else ''
         lines.append(
-            f"{r['budget']:>10g} {r['feasible_fraction']:>10.3%} "
-            f"{mark + format(r['rejection_mean'], '.1f'):>15} ± {r['rejection_std']:<6.0f} "
-            f"{r['rejection_gave_up']:>8d} {r['penalty_mean']:>14.0f}")
-    return "\n".join(lines)
+            f'{r["budget"]:>10g} {r["feasible_fraction"]:>10.3%} '
+            f'{mark + format(r["rejection_mean"], ".1f"):>15} ± {r["rejection_std"]:<6.0f} '
+            f'{r["rejection_gave_up"]:>8d} {r["penalty_mean"]:>14.0f}'
+        )
+    return '\n'.join(lines)

@@ -76,11 +76,13 @@ class GAConfig:
         if not 1 <= self.tournament <= self.population:
             raise ValueError(
                 f'GAConfig.tournament must be in [1, population={self.population}] (drawn '
-                f'without replacement), got {self.tournament}.')
+                f'without replacement), got {self.tournament}.'
+            )
         if not 0 <= self.elites < self.population:
             raise ValueError(
                 f'GAConfig.elites must be in [0, population={self.population}), got '
-                f'{self.elites}; at least one child per generation is needed.')
+                f'{self.elites}; at least one child per generation is needed.'
+            )
 
     @classmethod
     def from_config(cls, config: Any) -> GAConfig:
@@ -110,13 +112,15 @@ def _cards(cardinalities: ArrayLike) -> np.ndarray:
     if cards.ndim != 1 or cards.size == 0:
         raise ValueError(
             f'cardinalities must be a non-empty 1-D sequence, one per gene; got shape '
-            f'{cards.shape}.')
+            f'{cards.shape}.'
+        )
     if not np.issubdtype(cards.dtype, np.integer):
         raise ValueError(f'cardinalities must be integers, got dtype {cards.dtype}.')
     if np.any(cards < 1):
         bad = np.flatnonzero(cards < 1)
         raise ValueError(
-            f'every cardinality must be >= 1; genes {bad.tolist()} have {cards[bad].tolist()}.')
+            f'every cardinality must be >= 1; genes {bad.tolist()} have {cards[bad].tolist()}.'
+        )
     return cards.astype(GENOME_DTYPE)
 
 
@@ -146,7 +150,8 @@ def validate_population(population: ArrayLike, cardinalities: ArrayLike) -> np.n
     pop = np.asarray(population)
     if pop.ndim != 2 or pop.shape[1] != cards.size:
         raise ValueError(
-            f'population must have shape [P, {cards.size}] (members x genes), got {pop.shape}.')
+            f'population must have shape [P, {cards.size}] (members x genes), got {pop.shape}.'
+        )
     if not np.issubdtype(pop.dtype, np.integer):
         raise ValueError(f'genomes must hold integer genes, got dtype {pop.dtype}.')
     bad = (pop < 0) | (pop >= cards)
@@ -154,12 +159,12 @@ def validate_population(population: ArrayLike, cardinalities: ArrayLike) -> np.n
         i, j = np.argwhere(bad)[0]
         raise ValueError(
             f'member {i} gene {j} is {pop[i, j]}, outside range({cards[j]}); '
-            f'{int(bad.sum())} gene(s) out of range in all.')
+            f'{int(bad.sum())} gene(s) out of range in all.'
+        )
     return pop.astype(GENOME_DTYPE)
 
 
-def random_population(
-        rng: np.random.Generator, cardinalities: ArrayLike, size: int) -> np.ndarray:
+def random_population(rng: np.random.Generator, cardinalities: ArrayLike, size: int) -> np.ndarray:
     """Draws ``size`` genomes with every gene uniform over its cardinality.
 
     Args:
@@ -199,13 +204,15 @@ def tournament(rng: np.random.Generator, fitness: ArrayLike, size: int) -> int:
     size = operator.index(size)
     if not 1 <= size <= fit.size:
         raise ValueError(
-            f'tournament size must be in [1, {fit.size}] (population size), got {size}.')
+            f'tournament size must be in [1, {fit.size}] (population size), got {size}.'
+        )
     drawn = rng.choice(fit.size, size=size, replace=False)
     return int(drawn[np.argmax(fit[drawn])])  # argmax returns the first of tied maxima.
 
 
 def uniform_crossover(
-        rng: np.random.Generator, a: ArrayLike, b: ArrayLike, p: float = 0.5) -> np.ndarray:
+    rng: np.random.Generator, a: ArrayLike, b: ArrayLike, p: float = 0.5
+) -> np.ndarray:
     """Uniform crossover: each gene comes from ``a`` with probability ``p``, else from ``b``.
 
     Args:
@@ -227,8 +234,8 @@ def uniform_crossover(
 
 
 def mutate(
-        rng: np.random.Generator, genome: ArrayLike, cardinalities: ArrayLike,
-        rate: float = 0.1) -> np.ndarray:
+    rng: np.random.Generator, genome: ArrayLike, cardinalities: ArrayLike, rate: float = 0.1
+) -> np.ndarray:
     """Per-gene mutation: each gene, with probability ``rate``, is resampled uniformly.
 
     The resample is over the gene's whole range, so it gives back the current value with
@@ -288,8 +295,12 @@ def elite_order(fitness: ArrayLike) -> np.ndarray:
 
 
 def next_generation(
-        rng: np.random.Generator, population: ArrayLike, fitness: ArrayLike,
-        cardinalities: ArrayLike, cfg: GAConfig) -> np.ndarray:
+    rng: np.random.Generator,
+    population: ArrayLike,
+    fitness: ArrayLike,
+    cardinalities: ArrayLike,
+    cfg: GAConfig,
+) -> np.ndarray:
     """Creates the next generation (generational replacement with elitism).
 
     Rows ``0 .. elites - 1`` are the ``cfg.elites`` fittest members, copied unchanged, fittest
@@ -311,10 +322,11 @@ def next_generation(
     pop = validate_population(population, cards)
     if pop.shape[0] != cfg.population:
         raise ValueError(
-            f'population has {pop.shape[0]} members but cfg.population is {cfg.population}.')
+            f'population has {pop.shape[0]} members but cfg.population is {cfg.population}.'
+        )
     fit = _fitness(fitness, pop.shape[0])
     new = np.empty_like(pop)
-    new[:cfg.elites] = pop[elite_order(fit)[:cfg.elites]]
+    new[: cfg.elites] = pop[elite_order(fit)[: cfg.elites]]
     for i in range(cfg.elites, cfg.population):
         a = pop[tournament(rng, fit, cfg.tournament)]
         b = pop[tournament(rng, fit, cfg.tournament)]
@@ -324,8 +336,11 @@ def next_generation(
 
 
 def evolve(
-        rng: np.random.Generator, fitness_fn: Any, cardinalities: Sequence[int] | np.ndarray,
-        cfg: GAConfig) -> tuple[np.ndarray, float]:
+    rng: np.random.Generator,
+    fitness_fn: Any,
+    cardinalities: Sequence[int] | np.ndarray,
+    cfg: GAConfig,
+) -> tuple[np.ndarray, float]:
     """Runs the plain GA loop (Algorithm 1 without the hardware or caching machinery).
 
     A random population is evaluated, then ``cfg.generations`` times replaced by the next

@@ -46,10 +46,16 @@ def proxy_seed(config) -> int:
 def _initial_population(config, space, objective, ga_cfg, rng) -> np.ndarray:
     if config.ga.init == 'rejection':
         population, draws = cons.rejection_sample(
-            rng, space.random_genomes, objective.costs, objective.limits, ga_cfg.population,
-            max_draws=config.ga.max_draws)
-        logging.info('Rejection sampling: %d draws for %d feasible members', draws,
-                     ga_cfg.population)
+            rng,
+            space.random_genomes,
+            objective.costs,
+            objective.limits,
+            ga_cfg.population,
+            max_draws=config.ga.max_draws,
+        )
+        logging.info(
+            'Rejection sampling: %d draws for %d feasible members', draws, ga_cfg.population
+        )
         return population
     return ga.random_population(rng, np.asarray(space.cardinalities), ga_cfg.population)
 
@@ -59,11 +65,18 @@ def store_fingerprint(config, scorer, batch: dict, seed: int) -> str:
     from hwnas_jax.search import store
 
     p = config.proxy
-    return store.fingerprint({
-        'space': config.space.name, 'networks': scorer.describe_networks(),
-        'settings': [p.steps, p.beta, p.learning_rate, p.momentum, p.weight_decay],
-        'reference': config.reference.to_dict(), 'batch': batch['digest'], 'seed': seed,
-        'strategy': scorer.strategy, 'backend': scorer.devices[0].platform})
+    return store.fingerprint(
+        {
+            'space': config.space.name,
+            'networks': scorer.describe_networks(),
+            'settings': [p.steps, p.beta, p.learning_rate, p.momentum, p.weight_decay],
+            'reference': config.reference.to_dict(),
+            'batch': batch['digest'],
+            'seed': seed,
+            'strategy': scorer.strategy,
+            'backend': scorer.devices[0].platform,
+        }
+    )
 
 
 def _from_store(score_store, fp: str, journal: st.Journal, new: list, progress) -> list:
@@ -76,8 +89,9 @@ def _from_store(score_store, fp: str, journal: st.Journal, new: list, progress) 
     return [k for k in new if k not in found]
 
 
-def _score_new(scorer, journal: st.Journal, new: list, progress: Progress,
-               score_store=None, fp: str = '') -> None:
+def _score_new(
+    scorer, journal: st.Journal, new: list, progress: Progress, score_store=None, fp: str = ''
+) -> None:
     """Trains the architectures `new` (canonical genomes), saving each as soon as it is scored."""
     new = _from_store(score_store, fp, journal, new, progress)
     progress.start_generation(progress.generation, len(new))
@@ -119,9 +133,11 @@ def run(config, workdir: str) -> dict:
     seed = proxy_seed(config)
     batch = batch_lib.load_or_make_batch(config, os.path.join(workdir, 'batch.npz'), seed)
     if state is not None and state.batch_digest != batch['digest']:
-        raise UserError(f'{os.path.join(workdir, "batch.npz")} differs from the batch this '
-                        'search trained on (the file was replaced); restore it or use a new '
-                        '--workdir')
+        raise UserError(
+            f'{os.path.join(workdir, "batch.npz")} differs from the batch this '
+            'search trained on (the file was replaced); restore it or use a new '
+            '--workdir'
+        )
     scorer = proxy.from_config(config, space, batch, seed)
     journal = st.Journal(os.path.join(workdir, 'scores.jsonl'))
     score_store, fp = None, ''
@@ -130,28 +146,43 @@ def run(config, workdir: str) -> dict:
 
         score_store = store.ScoreStore(config.proxy.store)
         fp = store_fingerprint(config, scorer, batch, seed)
-        logging.info('Score store %s: %d scores with these settings', config.proxy.store,
-                     score_store.count(fp))
+        logging.info(
+            'Score store %s: %d scores with these settings',
+            config.proxy.store,
+            score_store.count(fp),
+        )
     cards = np.asarray(space.cardinalities)
 
     if state is None:
         rng = np.random.default_rng(config.seed)
         population = _initial_population(config, space, objective, ga_cfg, rng)
-        state = st.SearchState(fingerprint=st.fingerprint(config), generation=0,
-                               population=np.asarray(population, np.int64),
-                               rng=rng.bit_generator.state, batch_digest=batch['digest'])
+        state = st.SearchState(
+            fingerprint=st.fingerprint(config),
+            generation=0,
+            population=np.asarray(population, np.int64),
+            rng=rng.bit_generator.state,
+            batch_digest=batch['digest'],
+        )
         if len(journal):  # Scores of a run killed before it saved its state: same settings?
-            raise UserError(f'{journal.path} holds scores of a run whose settings are unknown '
-                            '(it has no state.json); delete the file, or use a new --workdir')
+            raise UserError(
+                f'{journal.path} holds scores of a run whose settings are unknown '
+                '(it has no state.json); delete the file, or use a new --workdir'
+            )
         st.save(workdir, state)  # From now on a resume is checked against these settings.
     else:
-        logging.info('Resuming %s at generation %d/%d (%d architectures already scored)',
-                     workdir, state.generation + 1, ga_cfg.generations, len(journal))
+        logging.info(
+            'Resuming %s at generation %d/%d (%d architectures already scored)',
+            workdir,
+            state.generation + 1,
+            ga_cfg.generations,
+            len(journal),
+        )
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng
 
-    progress = Progress(ga_cfg.generations, ga_cfg.population,
-                        history_seconds=[r['seconds'] for r in state.history])
+    progress = Progress(
+        ga_cfg.generations, ga_cfg.population, history_seconds=[r['seconds'] for r in state.history]
+    )
     scorer.heartbeat = progress.heartbeat
     while state.generation < ga_cfg.generations:
         g = state.generation
@@ -160,8 +191,14 @@ def run(config, workdir: str) -> dict:
         compile0 = scorer.compile_seconds
         population = state.population
         keys = [tuple(int(v) for v in space.canonical(x)) for x in population]
-        _score_new(scorer, journal, [k for k in dict.fromkeys(keys) if k not in journal],
-                   progress, score_store, fp)
+        _score_new(
+            scorer,
+            journal,
+            [k for k in dict.fromkeys(keys) if k not in journal],
+            progress,
+            score_store,
+            fp,
+        )
         # New to the search in this generation (the same counts after a resume).
         new = [k for k in dict.fromkeys(keys) if journal[k]['generation'] == g]
         scores = np.asarray([journal[k]['score'] for k in keys])
@@ -172,21 +209,33 @@ def run(config, workdir: str) -> dict:
         for i in np.flatnonzero(feasible & np.isfinite(scores)):
             bf = state.best_feasible
             if bf is None or scores[i] > bf['score']:
-                state.best_feasible = {'genome': population[i].tolist(),
-                                       'score': float(scores[i]), 'generation': g}
+                state.best_feasible = {
+                    'genome': population[i].tolist(),
+                    'score': float(scores[i]),
+                    'generation': g,
+                }
         compile_s = scorer.compile_seconds - compile0
         finite = np.isfinite(scores)
-        rec = {'generation': g, 'best_fitness': float(fitness[b]), 'best_score': float(scores[b]),
-               'best_cost': float(costs[0, b]), 'best_genome': population[b].tolist(),
-               'mean_score': float(np.mean(scores[finite])) if finite.any() else None,
-               'mean_fitness': float(np.mean(fitness[np.isfinite(fitness)]))
-               if np.isfinite(fitness).any() else None,
-               'feasible_fraction': float(np.mean(feasible)), 'evaluations': len(new),
-               'cache_hits': len(keys) - len(new), 'distinct_evaluated': journal.met_by(g),
-               'seconds': time.perf_counter() - t0 - compile_s, 'compile_seconds': compile_s,
-               'best_feasible_score': (state.best_feasible or {}).get('score'),
-               # NAS-Bench-201's accuracy of the generation's best: never read by the search.
-               'evaluation': report.generation_evaluation(objective, population[b])}
+        rec = {
+            'generation': g,
+            'best_fitness': float(fitness[b]),
+            'best_score': float(scores[b]),
+            'best_cost': float(costs[0, b]),
+            'best_genome': population[b].tolist(),
+            'mean_score': float(np.mean(scores[finite])) if finite.any() else None,
+            'mean_fitness': float(np.mean(fitness[np.isfinite(fitness)]))
+            if np.isfinite(fitness).any()
+            else None,
+            'feasible_fraction': float(np.mean(feasible)),
+            'evaluations': len(new),
+            'cache_hits': len(keys) - len(new),
+            'distinct_evaluated': journal.met_by(g),
+            'seconds': time.perf_counter() - t0 - compile_s,
+            'compile_seconds': compile_s,
+            'best_feasible_score': (state.best_feasible or {}).get('score'),
+            # NAS-Bench-201's accuracy of the generation's best: never read by the search.
+            'evaluation': report.generation_evaluation(objective, population[b]),
+        }
         if g + 1 < ga_cfg.generations:
             population = ga.next_generation(rng, population, fitness, cards, ga_cfg)
         state.generation = g + 1
@@ -195,8 +244,10 @@ def run(config, workdir: str) -> dict:
         state.last_fitness = fitness.tolist()
         state.history.append(rec)
         st.save(workdir, state)
-        fileio.atomic_write_text(os.path.join(workdir, 'metrics.jsonl'),
-                                 ''.join(fileio.dumps(r) + '\n' for r in state.history))
+        fileio.atomic_write_text(
+            os.path.join(workdir, 'metrics.jsonl'),
+            ''.join(fileio.dumps(r) + '\n' for r in state.history),
+        )
         logging.info('%s', progress.generation_line(rec))
 
     best = report.best_record(config, space, objective, state, journal)

@@ -22,8 +22,10 @@ class Objective:
         self.space = space
         self.config = config
         primary = cons.Constraint(
-            metric=hw.metric, device=hw.device if hw.metric in space.device_metrics else None,
-            limit=float(hw.limit))
+            metric=hw.metric,
+            device=hw.device if hw.metric in space.device_metrics else None,
+            limit=float(hw.limit),
+        )
         self.constraints = cons.config_constraints(primary, hw.extra or '')
         # Fail early (unknown metric or device, incomplete tables) with the space's message.
         space.check_constraints(self.constraints)
@@ -35,8 +37,7 @@ class Objective:
     def costs(self, genomes) -> np.ndarray:
         """[C, P] cost of each constraint for each genome."""
         genomes = np.asarray(genomes)
-        return np.stack([self.space.costs(genomes, c.metric, c.device)
-                         for c in self.constraints])
+        return np.stack([self.space.costs(genomes, c.metric, c.device) for c in self.constraints])
 
     def penalties(self, genomes) -> tuple[np.ndarray, np.ndarray]:
         """Returns ([P] summed penalty, [C, P] costs) of `genomes`."""
@@ -45,8 +46,8 @@ class Objective:
 
     def describe_constraints(self) -> str:
         return '; '.join(
-            f'{c.metric}{"@" + c.device if c.device else ""}<={c.limit:g}'
-            for c in self.constraints)
+            f'{c.metric}{"@" + c.device if c.device else ""}<={c.limit:g}' for c in self.constraints
+        )
 
     def cheapest(self) -> np.ndarray:
         """[C] the lowest cost each constraint can reach in the space."""

@@ -23,8 +23,13 @@ def _minutes(seconds: float) -> str:
 class Progress:
     """Tracks the time per trained member and per generation; prints throttled lines."""
 
-    def __init__(self, generations: int, population: int, every: float = 30.0,
-                 history_seconds: list[float] | None = None):
+    def __init__(
+        self,
+        generations: int,
+        population: int,
+        every: float = 30.0,
+        history_seconds: list[float] | None = None,
+    ):
         self.generations = generations
         self.population = population
         self.every = every
@@ -47,10 +52,13 @@ class Progress:
             return ''
         gen_left = per * (self.total - self.done)
         later = self.generations - self.generation - 1
-        per_gen = (float(np.mean(self.gen_seconds[-10:])) if self.gen_seconds
-                   else per * self.population)
-        return (f'  {per:.1f} s/member  ETA generation {_minutes(gen_left)}, '
-                f'search {_minutes(gen_left + later * per_gen)}')
+        per_gen = (
+            float(np.mean(self.gen_seconds[-10:])) if self.gen_seconds else per * self.population
+        )
+        return (
+            f'  {per:.1f} s/member  ETA generation {_minutes(gen_left)}, '
+            f'search {_minutes(gen_left + later * per_gen)}'
+        )
 
     def member_done(self, seconds: float, count: int = 1) -> None:
         """After `count` members trained in `seconds` (compile excluded)."""
@@ -59,8 +67,14 @@ class Progress:
         now = time.perf_counter()
         if now - self._last_line >= self.every or len(self.member_seconds) == count:
             self._last_line = now
-            logging.info('gen %d/%d  trained %d/%d new architectures%s', self.generation + 1,
-                         self.generations, self.done, self.total, self._eta())
+            logging.info(
+                'gen %d/%d  trained %d/%d new architectures%s',
+                self.generation + 1,
+                self.generations,
+                self.done,
+                self.total,
+                self._eta(),
+            )
 
     def heartbeat(self, doing: str, elapsed: float) -> None:
         """Called every ~30 s of a long compile or compiled call."""
@@ -70,8 +84,15 @@ class Progress:
             return
         per = self.per_member()
         about = f', about {per:.0f} s per member so far' if per else ''
-        logging.info('gen %d/%d  training new architecture %d/%d: %s%s', self.generation + 1,
-                     self.generations, self.done + 1, self.total, _minutes(elapsed), about)
+        logging.info(
+            'gen %d/%d  training new architecture %d/%d: %s%s',
+            self.generation + 1,
+            self.generations,
+            self.done + 1,
+            self.total,
+            _minutes(elapsed),
+            about,
+        )
 
     def generation_line(self, rec: dict) -> str:
         self.gen_seconds.append(rec['seconds'])
@@ -79,9 +100,11 @@ class Progress:
         left = self.generations - rec['generation'] - 1
         eta = float(np.mean(self.gen_seconds[-10:])) * left
         cost = rec['best_cost']
-        return (f'gen {rec["generation"] + 1}/{self.generations}  best fitness '
-                f'{rec["best_fitness"]:.4f} (score {rec["best_score"]:.4f}, cost '
-                f'{cost if cost is None else f"{cost:.4g}"})  feasible '
-                f'{rec["feasible_fraction"]:.0%}  new {rec["evaluations"]} hits '
-                f'{rec["cache_hits"]}  {rec["seconds"]:.1f}s/gen (+{rec["compile_seconds"]:.1f}s '
-                f'compile)  ETA {_minutes(eta)}')
+        return (
+            f'gen {rec["generation"] + 1}/{self.generations}  best fitness '
+            f'{rec["best_fitness"]:.4f} (score {rec["best_score"]:.4f}, cost '
+            f'{cost if cost is None else f"{cost:.4g}"})  feasible '
+            f'{rec["feasible_fraction"]:.0%}  new {rec["evaluations"]} hits '
+            f'{rec["cache_hits"]}  {rec["seconds"]:.1f}s/gen (+{rec["compile_seconds"]:.1f}s '
+            f'compile)  ETA {_minutes(eta)}'
+        )

@@ -15,12 +15,21 @@ def describe(config, space, objective, genome, score: float, fitness: float) -> 
     """JSON-able record of one architecture: encodings, score, fitness, every cost with units."""
     rec = space.describe(genome)
     costs = objective.report(genome)
-    rec.update(score=score, fitness=fitness, costs=costs,
-               cost_units={k: space.unit(k) for k in costs},
-               constraints=objective.describe_constraints())
-    missing = {k: (f'HW-NAS-Bench has no {k.split("@")[0]} on {k.split("@")[1]} for this '
-                   'architecture (not measured, or the measurement failed)')
-               for k, v in costs.items() if v is None and '@' in k}
+    rec.update(
+        score=score,
+        fitness=fitness,
+        costs=costs,
+        cost_units={k: space.unit(k) for k in costs},
+        constraints=objective.describe_constraints(),
+    )
+    missing = {
+        k: (
+            f'HW-NAS-Bench has no {k.split("@")[0]} on {k.split("@")[1]} for this '
+            'architecture (not measured, or the measurement failed)'
+        )
+        for k, v in costs.items()
+        if v is None and '@' in k
+    }
     if missing:
         rec['missing_costs'] = missing
     return rec
@@ -37,19 +46,28 @@ def generation_evaluation(objective, genome) -> dict | None:
     if not gt['applicable']:
         return None
     found = gt['found']
-    return {'evaluation_only': True, 'test_accuracy': found['test_accuracy'],
-            'valid_accuracy': found['valid_accuracy'], 'rank_feasible': found['rank_feasible'],
-            'percentile_feasible': found['percentile_feasible'], 'regret': gt['regret']}
+    return {
+        'evaluation_only': True,
+        'test_accuracy': found['test_accuracy'],
+        'valid_accuracy': found['valid_accuracy'],
+        'rank_feasible': found['rank_feasible'],
+        'percentile_feasible': found['percentile_feasible'],
+        'regret': gt['regret'],
+    }
 
 
 def best_record(config, space, objective, state: st.SearchState, journal: st.Journal) -> dict:
     """The content of best.json: the best-fitness member of the last generation, and more."""
     last = state.history[-1]
-    best = describe(config, space, objective, last['best_genome'], last['best_score'],
-                    last['best_fitness'])
+    best = describe(
+        config, space, objective, last['best_genome'], last['best_score'], last['best_fitness']
+    )
     bf = state.best_feasible
-    best['best_feasible_seen'] = None if bf is None else describe(
-        config, space, objective, bf['genome'], bf['score'], bf['score'])
+    best['best_feasible_seen'] = (
+        None
+        if bf is None
+        else describe(config, space, objective, bf['genome'], bf['score'], bf['score'])
+    )
     best['evaluations'] = len(journal)
     best['generations'] = len(state.history)
     best['ground_truth'] = ground_truth(objective, best['genome'])
@@ -58,12 +76,18 @@ def best_record(config, space, objective, state: st.SearchState, journal: st.Jou
 
 def log_summary(best: dict) -> None:
     keys = ('genome', 'arch_str', 'index', 'score', 'fitness')
-    logging.info('Best of the last generation: %s', json.dumps(
-        {k: best[k] for k in keys if k in best}))
+    logging.info(
+        'Best of the last generation: %s', json.dumps({k: best[k] for k in keys if k in best})
+    )
     primary = best['constraints'].split(';')[0].split('<=')[0].strip()
     if primary in best['costs']:
-        logging.info('Its cost: %s = %s %s (budget %s)', primary, best['costs'][primary],
-                     best['cost_units'].get(primary, ''), best['constraints'])
+        logging.info(
+            'Its cost: %s = %s %s (budget %s)',
+            primary,
+            best['costs'][primary],
+            best['cost_units'].get(primary, ''),
+            best['constraints'],
+        )
     gt = best.get('ground_truth') or {}
     if not gt.get('applicable'):
         logging.info('Ground truth: not available (%s)', gt.get('reason', 'not computed'))
@@ -72,10 +96,16 @@ def log_summary(best: dict) -> None:
     logging.info(
         'Ground truth (evaluation only, NAS-Bench-201 %s, 200 epochs): test accuracy %.2f %% '
         '(rank %s of %d feasible, %s of all 15,625); best feasible %s; regret %s points',
-        gt['dataset'], found['test_accuracy'], found['rank_feasible'], gt['num_feasible'],
-        found['rank_all'], 'none' if bf is None else
-        f"{bf['test_accuracy']:.2f} % (index {bf['index']}, {bf['arch_str']})",
-        'n/a' if gt['regret'] is None else f"{gt['regret']:.2f}")
+        gt['dataset'],
+        found['test_accuracy'],
+        found['rank_feasible'],
+        gt['num_feasible'],
+        found['rank_all'],
+        'none'
+        if bf is None
+        else f'{bf["test_accuracy"]:.2f} % (index {bf["index"]}, {bf["arch_str"]})',
+        'n/a' if gt['regret'] is None else f'{gt["regret"]:.2f}',
+    )
 
 
 def plot(workdir: str, config, objective, state: st.SearchState, journal: st.Journal) -> None:
@@ -85,6 +115,7 @@ def plot(workdir: str, config, objective, state: st.SearchState, journal: st.Jou
     """
     try:
         import matplotlib
+
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
@@ -94,8 +125,11 @@ def plot(workdir: str, config, objective, state: st.SearchState, journal: st.Jou
     gens = [r['generation'] + 1 for r in hist]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.plot(gens, [r['best_fitness'] for r in hist], label='best fitness')
-    ax1.plot(gens, [np.nan if r.get('mean_fitness') is None else r['mean_fitness']
-                    for r in hist], label='mean fitness')
+    ax1.plot(
+        gens,
+        [np.nan if r.get('mean_fitness') is None else r['mean_fitness'] for r in hist],
+        label='mean fitness',
+    )
     ax1.set_xlabel('generation')
     ax1.set_ylabel('fitness (score + penalty)')
     twin = ax1.twinx()

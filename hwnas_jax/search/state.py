@@ -28,15 +28,25 @@ Genome = tuple[int, ...]
 def fingerprint(config) -> dict:
     """Config fields a resumed search must share with the run that wrote its state."""
     proxy = {k: v for k, v in config.proxy.to_dict().items() if k != 'store'}  # A cache only.
-    return json.loads(json.dumps({
-        'seed': config.seed, 'space': config.space.to_dict(), 'proxy': proxy,
-        'ga': config.ga.to_dict(), 'hardware': config.hardware.to_dict(),
-        'data': config.data.to_dict(), 'reference': config.reference.to_dict()}))
+    return json.loads(
+        json.dumps(
+            {
+                'seed': config.seed,
+                'space': config.space.to_dict(),
+                'proxy': proxy,
+                'ga': config.ga.to_dict(),
+                'hardware': config.hardware.to_dict(),
+                'data': config.data.to_dict(),
+                'reference': config.reference.to_dict(),
+            }
+        )
+    )
 
 
 @dataclasses.dataclass
 class SearchState:
     """Everything a search needs to resume exactly (besides the scores journal)."""
+
     fingerprint: dict
     generation: int  # Populations scored so far; `population` is the next one to score.
     population: np.ndarray  # [P, G] int64.
@@ -55,21 +65,27 @@ class SearchState:
     @classmethod
     def from_json(cls, d: Any, path: str) -> SearchState:
         if not isinstance(d, dict) or d.get('version') != STATE_VERSION:
-            raise UserError(f'{path} was written by another version of hwnas_jax (or is not a '
-                            'search state); use a new --workdir')
+            raise UserError(
+                f'{path} was written by another version of hwnas_jax (or is not a '
+                'search state); use a new --workdir'
+            )
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in d and n not in ('history', 'best_feasible',
-                                                                'last_fitness')]
+        missing = [
+            n for n in names if n not in d and n not in ('history', 'best_feasible', 'last_fitness')
+        ]
         if missing:
-            raise UserError(f'{path} lacks {", ".join(missing)}: it was changed by hand or '
-                            'damaged; delete it to start the search again')
+            raise UserError(
+                f'{path} lacks {", ".join(missing)}: it was changed by hand or '
+                'damaged; delete it to start the search again'
+            )
         kw = {n: d[n] for n in names if n in d}
         try:
             kw['population'] = np.asarray(kw['population'], np.int64)
             kw['generation'] = int(kw['generation'])
         except (TypeError, ValueError) as e:
-            raise UserError(f'{path} is damaged ({e}); delete it to start the search '
-                            'again') from None
+            raise UserError(
+                f'{path} is damaged ({e}); delete it to start the search again'
+            ) from None
         return cls(**kw)
 
 
@@ -86,8 +102,10 @@ def load(workdir: str, config) -> SearchState | None:
     path = state_path(workdir)
     if not os.path.exists(path):
         return None
-    state = SearchState.from_json(fileio.load_json(
-        path, what='the search state', fix='delete it to start the search again'), path)
+    state = SearchState.from_json(
+        fileio.load_json(path, what='the search state', fix='delete it to start the search again'),
+        path,
+    )
     want = fingerprint(config)
     diff = []
     for k in sorted(want):
@@ -95,14 +113,16 @@ def load(workdir: str, config) -> SearchState | None:
         if got == want[k]:
             continue
         if isinstance(want[k], dict) and isinstance(got, dict):
-            diff += [f'{k}.{f}' for f in sorted(set(want[k]) | set(got))
-                     if want[k].get(f) != got.get(f)]
+            diff += [
+                f'{k}.{f}' for f in sorted(set(want[k]) | set(got)) if want[k].get(f) != got.get(f)
+            ]
         else:
             diff.append(k)
     if diff:
         raise UserError(
             f'{workdir} holds a search with other settings ({", ".join(diff)}); resume it '
-            'with the same config, or use a new --workdir')
+            'with the same config, or use a new --workdir'
+        )
     return state
 
 
@@ -113,8 +133,13 @@ def save(workdir: str, state: SearchState) -> None:
 def _record(value: dict) -> dict:
     def num(x):
         return math.nan if x is None else float(x)
-    return {'score': num(value['score']), 'loss': num(value['loss']),
-            'ckas': [num(v) for v in value['ckas']], 'generation': int(value['generation'])}
+
+    return {
+        'score': num(value['score']),
+        'loss': num(value['loss']),
+        'ckas': [num(v) for v in value['ckas']],
+        'generation': int(value['generation']),
+    }
 
 
 class Journal:
@@ -142,11 +167,12 @@ class Journal:
                 good.append(line)
             except (ValueError, KeyError, TypeError):
                 if i >= len(lines) - 2:  # The last line, cut by a kill: drop it.
-                    fileio.atomic_write_text(self.path, b''.join(
-                        x + b'\n' for x in good).decode())
+                    fileio.atomic_write_text(self.path, b''.join(x + b'\n' for x in good).decode())
                     break
-                raise UserError(f'{self.path}: line {i + 1} is damaged; delete the file to '
-                                'train the search\'s architectures again') from None
+                raise UserError(
+                    f'{self.path}: line {i + 1} is damaged; delete the file to '
+                    "train the search's architectures again"
+                ) from None
 
     def __contains__(self, genome: Genome) -> bool:
         return genome in self.records

@@ -45,9 +45,11 @@ _FIX = 'delete it (it is only a cache of proxy scores) or choose another store p
 
 _SCHEMA = (
     'CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)',
-    ('CREATE TABLE IF NOT EXISTS scores (fingerprint TEXT NOT NULL, genome TEXT NOT NULL, '
-     'record TEXT NOT NULL, written REAL NOT NULL, PRIMARY KEY (fingerprint, genome)) '
-     'WITHOUT ROWID'),
+    (
+        'CREATE TABLE IF NOT EXISTS scores (fingerprint TEXT NOT NULL, genome TEXT NOT NULL, '
+        'record TEXT NOT NULL, written REAL NOT NULL, PRIMARY KEY (fingerprint, genome)) '
+        'WITHOUT ROWID'
+    ),
 )
 
 Key = tuple[int, ...]
@@ -147,11 +149,11 @@ class ScoreStore:
             parent = os.path.dirname(os.path.abspath(self.path))
             try:
                 os.makedirs(parent, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                                       check_same_thread=False)
+                conn = sqlite3.connect(
+                    self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+                )
             except (OSError, sqlite3.Error) as e:
-                raise UserError(f'{self.path}: cannot open the score store ({e}); '
-                                f'{_FIX}') from None
+                raise UserError(f'{self.path}: cannot open the score store ({e}); {_FIX}') from None
             conn.execute(f'PRAGMA busy_timeout = {int(self.timeout * 1000)}')
             self._conn, self._pid = conn, os.getpid()
         return self._conn
@@ -167,7 +169,7 @@ class ScoreStore:
                     if conn.in_transaction:
                         conn.rollback()
                     if _is_locked(e) and attempt < RETRIES:
-                        time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+                        time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
                         continue
                     if _is_locked(e):
                         raise
@@ -175,30 +177,40 @@ class ScoreStore:
                 except sqlite3.DatabaseError as e:  # "file is not a database", corruption.
                     if conn.in_transaction:
                         conn.rollback()
-                    raise UserError(f'{self.path}: not an hwnas_jax score store or damaged '
-                                    f'({e}); {_FIX}') from None
+                    raise UserError(
+                        f'{self.path}: not an hwnas_jax score store or damaged ({e}); {_FIX}'
+                    ) from None
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         mode = conn.execute('PRAGMA journal_mode = WAL').fetchone()[0]
         if str(mode).lower() != 'wal':
-            raise UserError(f'{self.path}: SQLite could not use WAL mode here (got {mode!r}; '
-                            'network file systems may not support it); choose a local path')
+            raise UserError(
+                f'{self.path}: SQLite could not use WAL mode here (got {mode!r}; '
+                'network file systems may not support it); choose a local path'
+            )
         conn.execute('PRAGMA synchronous = NORMAL')
         conn.execute('BEGIN IMMEDIATE')
         try:
-            tables = {r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
             if tables and 'meta' not in tables:
-                raise UserError(f'{self.path}: an SQLite database of another program (tables '
-                                f'{sorted(tables)}), not an hwnas_jax score store; {_FIX}')
+                raise UserError(
+                    f'{self.path}: an SQLite database of another program (tables '
+                    f'{sorted(tables)}), not an hwnas_jax score store; {_FIX}'
+                )
             for statement in _SCHEMA:
                 conn.execute(statement)
-            conn.execute('INSERT OR IGNORE INTO meta VALUES (?, ?)',
-                         ('format', f'{FORMAT} v{FORMAT_VERSION}'))
+            conn.execute(
+                'INSERT OR IGNORE INTO meta VALUES (?, ?)',
+                ('format', f'{FORMAT} v{FORMAT_VERSION}'),
+            )
             found = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0]
             if found != f'{FORMAT} v{FORMAT_VERSION}':
-                raise UserError(f'{self.path}: score store format {found!r}, expected '
-                                f'{FORMAT!r} v{FORMAT_VERSION}; {_FIX}')
+                raise UserError(
+                    f'{self.path}: score store format {found!r}, expected '
+                    f'{FORMAT!r} v{FORMAT_VERSION}; {_FIX}'
+                )
             conn.execute('COMMIT')
         except BaseException:
             if conn.in_transaction:
@@ -214,17 +226,20 @@ class ScoreStore:
             names = list(wanted)
             rows = []
             for i in range(0, len(names), _CHUNK):
-                part = names[i:i + _CHUNK]
+                part = names[i : i + _CHUNK]
                 rows += conn.execute(
                     'SELECT genome, record FROM scores WHERE fingerprint = ? AND genome IN '
-                    f'({",".join("?" * len(part))})', (fp, *part)).fetchall()
+                    f'({",".join("?" * len(part))})',
+                    (fp, *part),
+                ).fetchall()
             return rows
 
         rows = self._run(read) if wanted else []
         return {wanted[g]: loads_record(r) for g, r in rows}
 
-    def put_many(self, fp: str, records: Mapping[Any, Mapping[str, Any]], *,
-                 overwrite: bool = False) -> int:
+    def put_many(
+        self, fp: str, records: Mapping[Any, Mapping[str, Any]], *, overwrite: bool = False
+    ) -> int:
         """Stores ``{key: record}`` under fingerprint ``fp`` in one transaction.
 
         Returns:
@@ -248,8 +263,11 @@ class ScoreStore:
 
     def count(self, fp: str | None = None) -> int:
         """Number of stored records (under ``fp``, or in all)."""
-        sql, args = ('SELECT COUNT(*) FROM scores', ()) if fp is None else (
-            'SELECT COUNT(*) FROM scores WHERE fingerprint = ?', (fp,))
+        sql, args = (
+            ('SELECT COUNT(*) FROM scores', ())
+            if fp is None
+            else ('SELECT COUNT(*) FROM scores WHERE fingerprint = ?', (fp,))
+        )
         return int(self._run(lambda conn: conn.execute(sql, args).fetchone()[0]))
 
     def close(self) -> None:

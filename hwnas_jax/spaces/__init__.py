@@ -30,4 +30,3 @@ def space_class(name: str) -> type:
 def make(config):
     """The search space `config.space.name`, bound to `config`."""
     return space_class(config.space.name)(config)
-

@@ -98,8 +98,9 @@ class Space(abc.ABC):
         """UserError if a constraint names a metric (or device) the space has no table for."""
 
     @abc.abstractmethod
-    def costs(self, genomes, metric: str, device: str | None = None, *,
-              missing: str | None = None) -> np.ndarray:
+    def costs(
+        self, genomes, metric: str, device: str | None = None, *, missing: str | None = None
+    ) -> np.ndarray:
         """[n] float64 cost of `genomes` [n, G] (inf where a missing value is infeasible)."""
 
     @abc.abstractmethod
@@ -117,8 +118,11 @@ class Space(abc.ABC):
     # -- evaluation ----------------------------------------------------------------------------
     def ground_truth(self, genome, objective) -> dict[str, Any]:
         """Benchmark accuracies of `genome` (evaluation only); here: none for this space."""
-        return {'evaluation_only': True, 'applicable': False,
-                'reason': f'no benchmark of trained accuracies ships for the {self.name} space'}
+        return {
+            'evaluation_only': True,
+            'applicable': False,
+            'reason': f'no benchmark of trained accuracies ships for the {self.name} space',
+        }
 
     @classmethod
     def validate_config(cls, config) -> None:

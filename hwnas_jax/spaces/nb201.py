@@ -65,7 +65,7 @@ NUM_EDGES = 6
 NUM_OPS = 5
 CARDINALITIES = np.full(NUM_EDGES, NUM_OPS)
 CARDINALITIES.setflags(write=False)
-NUM_ARCHS = NUM_OPS ** NUM_EDGES
+NUM_ARCHS = NUM_OPS**NUM_EDGES
 
 _NONE, _SKIP, _CONV1, _CONV3, _POOL = range(NUM_OPS)
 _OP_INDEX = {op: k for k, op in enumerate(OPS)}
@@ -78,7 +78,8 @@ _INDEX_SHA256 = '1d3bb98de011b645ca1cf0585b09293d60b9456cac5d10e6ca296bbb3c55513
 
 _GENOME_FORM = (
     f'a NAS-Bench-201 genome is {NUM_EDGES} integers in [0, {NUM_OPS - 1}], one per edge in the '
-    f'order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2, each an index into {OPS}')
+    f'order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2, each an index into {OPS}'
+)
 _ARCH_STR_FORM = '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'
 
 GenomeLike = Any  # A sequence or array of 6 integers.
@@ -96,8 +97,9 @@ def _as_genomes(genomes: GenomeLike) -> np.ndarray:
     except (ValueError, TypeError) as e:
         raise UserError(f'{_GENOME_FORM}; got {_short(genomes)} ({e})') from None
     if not np.issubdtype(a.dtype, np.integer):
-        raise UserError(f'{_GENOME_FORM}; got non-integer values (dtype {a.dtype}): '
-                        f'{_short(genomes)}')
+        raise UserError(
+            f'{_GENOME_FORM}; got non-integer values (dtype {a.dtype}): {_short(genomes)}'
+        )
     if a.ndim == 0 or a.shape[-1] != NUM_EDGES:
         raise UserError(f'{_GENOME_FORM}; got shape {a.shape}: {_short(genomes)}')
     if a.size and (a.min() < 0 or a.max() >= NUM_OPS):
@@ -120,8 +122,9 @@ def validate(genome: GenomeLike) -> np.ndarray:
     """
     g = _as_genomes(genome)
     if g.shape != (NUM_EDGES,):
-        raise UserError(f'{_GENOME_FORM}; got shape {g.shape} (one genome expected): '
-                        f'{_short(genome)}')
+        raise UserError(
+            f'{_GENOME_FORM}; got shape {g.shape} (one genome expected): {_short(genome)}'
+        )
     return g
 
 
@@ -142,8 +145,9 @@ def to_arch_str(genome: GenomeLike) -> str:
     g = validate(genome)
     nodes = []
     for j in range(1, 4):
-        nodes.append('|' + '|'.join(f'{OPS[g[e]]}~{i}' for e, (t, i) in enumerate(EDGES)
-                                    if t == j) + '|')
+        nodes.append(
+            '|' + '|'.join(f'{OPS[g[e]]}~{i}' for e, (t, i) in enumerate(EDGES) if t == j) + '|'
+        )
     return '+'.join(nodes)
 
 
@@ -161,13 +165,17 @@ def from_arch_str(s: str) -> tuple[int, ...]:
         in :data:`OPS` (the message quotes `s` and says what is wrong).
       TypeError: `s` is not a string.
     """
+
     def bad(why: str) -> UserError:
-        return UserError(f'malformed NAS-Bench-201 arch string {_short(s)}: {why}; expected '
-                         f'the form {_ARCH_STR_FORM!r} with each op one of {OPS}')
+        return UserError(
+            f'malformed NAS-Bench-201 arch string {_short(s)}: {why}; expected '
+            f'the form {_ARCH_STR_FORM!r} with each op one of {OPS}'
+        )
 
     if not isinstance(s, str):
-        raise TypeError(f'a NAS-Bench-201 arch string must be a str, got {type(s).__name__}: '
-                        f'{_short(s)}')
+        raise TypeError(
+            f'a NAS-Bench-201 arch string must be a str, got {type(s).__name__}: {_short(s)}'
+        )
     nodes = s.split('+')
     if len(nodes) != 3:
         raise bad(f'{len(nodes)} nodes separated by "+", expected 3')
@@ -191,8 +199,10 @@ def from_arch_str(s: str) -> tuple[int, ...]:
 # -- NAS-Bench-201 index -------------------------------------------------------------------------
 
 
-_INDEX_FIX = ('reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax; in a '
-              f'checkout, git checkout hwnas_jax/assets/{_INDEX_ASSET})')
+_INDEX_FIX = (
+    'reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax; in a '
+    f'checkout, git checkout hwnas_jax/assets/{_INDEX_ASSET})'
+)
 
 
 def _index_asset_path() -> pathlib.Path:
@@ -226,18 +236,24 @@ def _index_tables() -> tuple[np.ndarray, np.ndarray]:
         else:
             reason = 'not a plain array' if 'pickle' in str(e) else str(e) or type(e).__name__
         raise UserError(f'{path}: {what} is damaged ({reason}); {_INDEX_FIX}') from None
-    if not isinstance(codes, np.ndarray) or codes.dtype != np.dtype('<i2') or codes.shape != (
-            NUM_ARCHS,):
+    if (
+        not isinstance(codes, np.ndarray)
+        or codes.dtype != np.dtype('<i2')
+        or codes.shape != (NUM_ARCHS,)
+    ):
         got = f'{codes.dtype} {codes.shape}' if isinstance(codes, np.ndarray) else 'an npz'
         if hasattr(codes, 'close'):
             codes.close()
-        raise UserError(f'{path}: {what} is damaged (expected int16 [{NUM_ARCHS}], got {got}); '
-                        f'{_INDEX_FIX}')
+        raise UserError(
+            f'{path}: {what} is damaged (expected int16 [{NUM_ARCHS}], got {got}); {_INDEX_FIX}'
+        )
     digest = hashlib.sha256(codes.tobytes()).hexdigest()
     if digest != _INDEX_SHA256:
-        raise UserError(f'{path}: {what} changed (content sha256 {digest[:12]}..., expected '
-                        f'{_INDEX_SHA256[:12]}...: the file was modified or damaged); '
-                        f'{_INDEX_FIX}')
+        raise UserError(
+            f'{path}: {what} changed (content sha256 {digest[:12]}..., expected '
+            f'{_INDEX_SHA256[:12]}...: the file was modified or damaged); '
+            f'{_INDEX_FIX}'
+        )
     codes = codes.astype(np.int64)
     index_of_code = np.full(NUM_ARCHS, -1, np.int64)
     index_of_code[codes] = np.arange(NUM_ARCHS)
@@ -251,11 +267,12 @@ def _index_tables() -> tuple[np.ndarray, np.ndarray]:
 def _as_indices(indices: Any) -> np.ndarray:
     a = np.asarray(indices)
     if not np.issubdtype(a.dtype, np.integer):
-        raise UserError(f'NAS-Bench-201 indices must be integers in [0, {NUM_ARCHS}), got '
-                        f'dtype {a.dtype}: {_short(indices)}')
+        raise UserError(
+            f'NAS-Bench-201 indices must be integers in [0, {NUM_ARCHS}), got '
+            f'dtype {a.dtype}: {_short(indices)}'
+        )
     if a.size and (a.min() < 0 or a.max() >= NUM_ARCHS):
-        raise UserError(f'NAS-Bench-201 indices must be in [0, {NUM_ARCHS}), got '
-                        f'{_short(indices)}')
+        raise UserError(f'NAS-Bench-201 indices must be in [0, {NUM_ARCHS}), got {_short(indices)}')
     return a.astype(np.int64)
 
 
@@ -280,8 +297,9 @@ def from_index(index: int) -> tuple[int, ...]:
     """Genome of one NAS-Bench-201 index (0..15624)."""
     a = _as_indices(index)
     if a.ndim:
-        raise UserError(f'from_index takes one index, got shape {a.shape}; use '
-                        'indices_to_genomes for arrays')
+        raise UserError(
+            f'from_index takes one index, got shape {a.shape}; use indices_to_genomes for arrays'
+        )
     return tuple(int(v) for v in indices_to_genomes(a))
 
 
@@ -323,5 +341,4 @@ def canonical(genome: GenomeLike) -> tuple[int, ...]:
         j, i = EDGES[e]
         if g[e] != _NONE and to_output[j]:
             to_output[i] = True
-    return tuple(op if from_input[i] and to_output[j] else _NONE
-                 for op, (j, i) in zip(g, EDGES))
+    return tuple(op if from_input[i] and to_output[j] else _NONE for op, (j, i) in zip(g, EDGES))

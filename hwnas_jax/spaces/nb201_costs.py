@@ -27,15 +27,21 @@ from hwnas_jax.spaces.nb201 import (
 Number = float | np.ndarray
 
 
-def _check_sizes(num_classes: int, channels: int, cells_per_stage: int,
-                 resolution: int = 32) -> None:
-    for name, v in (('num_classes', num_classes), ('channels', channels),
-                    ('cells_per_stage', cells_per_stage), ('resolution', resolution)):
+def _check_sizes(
+    num_classes: int, channels: int, cells_per_stage: int, resolution: int = 32
+) -> None:
+    for name, v in (
+        ('num_classes', num_classes),
+        ('channels', channels),
+        ('cells_per_stage', cells_per_stage),
+        ('resolution', resolution),
+    ):
         if int(v) != v or v < 1:
             raise UserError(f'{name} must be a positive integer, got {v!r}')
     if resolution % 4:
-        raise UserError(f'resolution must be a multiple of 4 (two stride-2 stages), got '
-                        f'{resolution}')
+        raise UserError(
+            f'resolution must be a multiple of 4 (two stride-2 stages), got {resolution}'
+        )
 
 
 def _op_counts(genomes: GenomeLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
@@ -49,11 +55,12 @@ def _out(x: np.ndarray, single: bool, kind: type) -> Any:
 
 def _stages(channels: int, resolution: int) -> list[tuple[int, int]]:
     """(channels, spatial size) of the three stages."""
-    return [(channels * 2 ** s, resolution // 2 ** s) for s in range(3)]
+    return [(channels * 2**s, resolution // 2**s) for s in range(3)]
 
 
-def num_params(genome: GenomeLike, num_classes: int = 10, channels: int = 16,
-               cells_per_stage: int = 5) -> Number:
+def num_params(
+    genome: GenomeLike, num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5
+) -> Number:
     """Trainable parameters of the exact network, in millions (NAS-Bench-201's unit).
 
     Counts conv kernels (no biases), BatchNorm scales and shifts (not the running statistics)
@@ -84,8 +91,13 @@ def num_params(genome: GenomeLike, num_classes: int = 10, channels: int = 16,
     return _out(np.asarray(total, np.int64) / 1e6, single, float)
 
 
-def flops(genome: GenomeLike, num_classes: int = 10, channels: int = 16,
-          cells_per_stage: int = 5, resolution: int = 32) -> Number:
+def flops(
+    genome: GenomeLike,
+    num_classes: int = 10,
+    channels: int = 16,
+    cells_per_stage: int = 5,
+    resolution: int = 32,
+) -> Number:
     """FLOPs of one image through the exact network, in millions, NAS-Bench-201's convention.
 
     NAS-Bench-201 (xautodl ``get_model_infos``) sums, per image, ``k*k*C_in*C_out*H_out*W_out``
@@ -118,8 +130,13 @@ def flops(genome: GenomeLike, num_classes: int = 10, channels: int = 16,
     return _out(np.asarray(total, np.int64) / 1e6, single, float)
 
 
-def activation_elements(genome: GenomeLike, num_classes: int = 10, channels: int = 16,
-                        cells_per_stage: int = 5, resolution: int = 32) -> Any:
+def activation_elements(
+    genome: GenomeLike,
+    num_classes: int = 10,
+    channels: int = 16,
+    cells_per_stage: int = 5,
+    resolution: int = 32,
+) -> Any:
     """Output elements of one image written by the exact network's conv, pooling and linear layers.
 
     The sum of ``C_out * H_out * W_out`` over every Conv2d (stem, ``nor_conv_*`` ops, the

@@ -34,7 +34,6 @@ unbiased one: a factor n/(n-1), n = batch x height x width).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,11 +46,14 @@ from flax import traverse_util
 from jax import lax
 
 from hwnas_jax.spaces.nb201 import EDGES, NUM_EDGES, OPS, validate
+from hwnas_jax.spaces.nb201_conv import (  # noqa: F401 - CONV_IMPLS re-exported
+    _KERNEL_INIT,
+    CONV_IMPLS,
+    Conv2d,
+)
 
-CONV_IMPLS = ('xla', 'im2col', 'xla_cpu')
 DISPATCHES = ('select', 'switch')
 _CONV_OPS = {'nor_conv_1x1': 1, 'nor_conv_3x3': 3}  # Op name -> kernel size.
-_KERNEL_INIT = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
 
 def _uniform_bias_init(fan_in: int) -> nn.initializers.Initializer:
@@ -67,129 +69,6 @@ def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
 
-def _im2col_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-    """Convolution as patch extraction (strided slices) and one matrix product.
-
-    Args:
-      x: [B, H, W, C_in].
-      kernel: [k, k, C_in, C_out].
-
-    Returns:
-      [B, H_out, W_out, C_out], H_out = (H + 2 padding - k) // stride + 1.
-    """
-    k, _, c_in, c_out = kernel.shape
-    if padding:
-        x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    h_out = (x.shape[1] - k) // stride + 1
-    w_out = (x.shape[2] - k) // stride + 1
-    patches = [x[:, dy:dy + stride * (h_out - 1) + 1:stride,
-                 dx:dx + stride * (w_out - 1) + 1:stride, :]
-               for dy in range(k) for dx in range(k)]
-    # Channel order (dy, dx, c_in) matches the kernel's row-major reshape.
-    cols = patches[0] if k == 1 else jnp.concatenate(patches, axis=-1)
-    return cols @ kernel.reshape(k * k * c_in, c_out)
-
-
-_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
-
-
-def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-    return lax.conv_general_dilated(x, kernel, (stride, stride), ((padding, padding),) * 2,
-                                    dimension_numbers=_DIMENSION_NUMBERS)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _cpu_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-    """XLA's convolution, with both gradients written as NHWC/HWIO forward convolutions.
-
-    Autodiff writes the kernel gradient as a convolution with dimension labels
-    ``f01b_i01o->01bf`` and the input gradient with a kernel in ``01oi`` order. XLA:CPU
-    (jaxlib 0.10) brings such convolutions to the one form its Eigen kernels take, except inside
-    a while loop (the training `scan`), where it runs them as naive loops instead: measured
-    530 ms against 9 ms for one kernel gradient at [32, 32, 32, 16], 3x3, and 28.7 s against
-    0.67 s per training step of the full network. Here the kernel gradient is the same sum as
-    the convolution of x^T [C_in, H, W, B] with dy^T [H', W', B, C_out] (dilated by the
-    stride), and the input gradient the convolution of dy (dilated by the stride) with the
-    flipped kernel [k, k, C_out, C_in]: both in the canonical form, wherever they run.
-
-    Args:
-      x: [B, H, W, C_in].
-      kernel: [k, k, C_in, C_out].
-      stride, padding: as in :class:`Conv2d`.
-
-    Returns:
-      [B, H_out, W_out, C_out].
-    """
-    return _xla_conv(x, kernel, stride, padding)
-
-
-def _cpu_conv_fwd(x, kernel, stride, padding):
-    return _xla_conv(x, kernel, stride, padding), (x, kernel)
-
-
-def _cpu_conv_bwd(stride, padding, residuals, dy):
-    x, kernel = residuals
-    k = kernel.shape[0]
-    # dx: dy dilated by the stride, convolved with the flipped kernel, C_in and C_out swapped.
-    flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
-    pads = [(k - 1 - padding, x.shape[d] + k - 2 - (dy.shape[d] - 1) * stride - (k - 1 - padding))
-            for d in (1, 2)]
-    dx = lax.conv_general_dilated(dy, flipped, (1, 1), pads, lhs_dilation=(stride, stride),
-                                  dimension_numbers=_DIMENSION_NUMBERS)
-    # dw[i, j, c, o] = sum_{b, y, x} x_pad[b, s y + i, s x + j, c] dy[b, y, x, o]: a stride-1
-    # convolution of x^T by dy^T dilated by s, high padding chosen to give k outputs.
-    high = [k + (dy.shape[d] - 1) * stride - x.shape[d] - padding for d in (1, 2)]
-    dw = lax.conv_general_dilated(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)),
-                                  (1, 1), [(padding, high[0]), (padding, high[1])],
-                                  rhs_dilation=(stride, stride),
-                                  dimension_numbers=_DIMENSION_NUMBERS)
-    return dx, jnp.transpose(dw, (1, 2, 0, 3))
-
-
-_cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
-
-
-class Conv2d(nn.Module):
-    """Bias-free 2-D convolution with PyTorch's symmetric padding, in three implementations.
-
-    Attributes:
-      features: C_out.
-      kernel_size: k (square kernel [k, k, C_in, C_out]).
-      strides: stride in both dimensions.
-      padding: zeros added on each side (PyTorch ``padding``).
-      impl: 'xla' (``lax.conv_general_dilated`` and its autodiff), 'im2col' (patches and a
-        matrix product) or 'xla_cpu' (XLA's convolution with gradients XLA:CPU runs fast inside
-        loops, see :func:`_cpu_conv`; 1x1 convolutions as matrix products); the same
-        parameters and, up to rounding, the same result.
-    """
-
-    features: int
-    kernel_size: int
-    strides: int = 1
-    padding: int = 0
-    impl: str = 'xla'
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """[B, H, W, C_in] -> [B, H_out, W_out, features]."""
-        if self.impl not in CONV_IMPLS:
-            raise ValueError(f'conv_impl must be one of {CONV_IMPLS}, got {self.impl!r}')
-        k = self.kernel_size
-        kernel = self.param('kernel', _KERNEL_INIT, (k, k, x.shape[-1], self.features))
-        return _conv(x, kernel, self.strides, self.padding, self.impl)
-
-
-def _conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str) -> jax.Array:
-    """The convolution of :class:`Conv2d`: x [B, H, W, C_in], kernel [k, k, C_in, C_out]."""
-    if impl == 'im2col':
-        return _im2col_conv(x, kernel, stride, padding)
-    if impl == 'xla_cpu':
-        if kernel.shape[0] == 1 and stride == 1 and not padding:
-            return x @ kernel.reshape(kernel.shape[2:])  # All three products are matmuls.
-        return _cpu_conv(x, kernel, stride, padding)
-    return _xla_conv(x, kernel, stride, padding)
-
-
 class ReLUConvBN(nn.Module):
     """ReLU, bias-free k x k conv (padding (k-1)/2), affine BatchNorm: NAS-Bench-201's conv op."""
 
@@ -201,24 +80,35 @@ class ReLUConvBN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """[B, H, W, C_in] -> [B, H / strides, W / strides, features]."""
-        x = Conv2d(self.features, self.kernel_size, self.strides, (self.kernel_size - 1) // 2,
-                   self.conv_impl, name='conv')(nn.relu(x))
+        x = Conv2d(
+            self.features,
+            self.kernel_size,
+            self.strides,
+            (self.kernel_size - 1) // 2,
+            self.conv_impl,
+            name='conv',
+        )(nn.relu(x))
         return _batch_norm(train, 'bn')(x)
 
 
 def _avg_pool_3x3(x: jax.Array) -> jax.Array:
     """3x3 average pool, stride 1, padding 1, dividing by the number of non-padding inputs."""
     h, w = x.shape[1:3]
-    total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, (1, 3, 3, 1), (1, 1, 1, 1),
-                              ((0, 0), (1, 1), (1, 1), (0, 0)))
+    total = lax.reduce_window(
+        x,
+        np.array(0, x.dtype),
+        lax.add,
+        (1, 3, 3, 1),
+        (1, 1, 1, 1),
+        ((0, 0), (1, 1), (1, 1), (0, 0)),
+    )
     rows = np.minimum(np.arange(h) + 1, h - 1) - np.maximum(np.arange(h) - 1, 0) + 1
     cols = np.minimum(np.arange(w) + 1, w - 1) - np.maximum(np.arange(w) - 1, 0) + 1
     return total / jnp.asarray(np.outer(rows, cols)[None, :, :, None], x.dtype)
 
 
 def _avg_pool_2x2(x: jax.Array) -> jax.Array:
-    total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, (1, 2, 2, 1), (1, 2, 2, 1),
-                              'VALID')
+    total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
     return total / 4
 
 
@@ -258,8 +148,7 @@ class Cell(nn.Module):
     dispatch: str = 'select'
 
     @nn.compact
-    def __call__(self, x: jax.Array, genome: jax.Array | None = None, *,
-                 train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, genome: jax.Array | None = None, *, train: bool) -> jax.Array:
         """x: [B, H, W, features]; genome: int32 [6] iff ``self.genome`` is None."""
         nodes = [x]
         for j in range(1, 4):
@@ -284,15 +173,23 @@ class Cell(nn.Module):
             nodes.append(total)
         return nodes[-1]
 
-    def _population_op(self, op: jax.Array, h: jax.Array, edge: tuple[int, int],
-                       train: bool) -> jax.Array:
+    def _population_op(
+        self, op: jax.Array, h: jax.Array, edge: tuple[int, int], train: bool
+    ) -> jax.Array:
         """The output of op index `op` (traced int32 scalar) on edge `edge` for input `h`."""
+
         def conv(name: str) -> Callable[[nn.Module, jax.Array], jax.Array]:
             return lambda mdl, x: _conv_op(name, self.features, self.conv_impl, edge)(
-                x, train=train)
+                x, train=train
+            )
 
-        branches = [lambda mdl, x: jnp.zeros_like(x), lambda mdl, x: x, conv('nor_conv_1x1'),
-                    conv('nor_conv_3x3'), lambda mdl, x: _avg_pool_3x3(x)]
+        branches = [
+            lambda mdl, x: jnp.zeros_like(x),
+            lambda mdl, x: x,
+            conv('nor_conv_1x1'),
+            conv('nor_conv_3x3'),
+            lambda mdl, x: _avg_pool_3x3(x),
+        ]
         if self.dispatch == 'switch' and not self.is_initializing():
             # Runs the chosen op only (a conditional; under vmap it becomes a select anyway).
             return nn.switch(op, branches, self, h)
@@ -301,23 +198,33 @@ class Cell(nn.Module):
         return lax.select_n(op, *[branch(self, h) for branch in branches])
 
 
-def _tiny_network(x: jax.Array, genome: jax.Array | None, static_genome: tuple | None,
-                  channels: int, cells_per_stage: int, num_classes: int, conv_impl: str,
-                  train: bool, dispatch: str = 'select') -> tuple[jax.Array, list[jax.Array]]:
+def _tiny_network(
+    x: jax.Array,
+    genome: jax.Array | None,
+    static_genome: tuple | None,
+    channels: int,
+    cells_per_stage: int,
+    num_classes: int,
+    conv_impl: str,
+    train: bool,
+    dispatch: str = 'select',
+) -> tuple[jax.Array, list[jax.Array]]:
     """The body shared by both forms; call from a compact method (submodules attach there)."""
     if conv_impl not in CONV_IMPLS:
         raise ValueError(f'conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}')
     if dispatch not in DISPATCHES:
         raise ValueError(f'dispatch must be one of {DISPATCHES}, got {dispatch!r}')
     if x.ndim != 4 or x.shape[1] % 4 or x.shape[2] % 4:
-        raise ValueError(f'x must be [batch, height, width, channels] with height and width '
-                         f'multiples of 4, got shape {x.shape}')
+        raise ValueError(
+            f'x must be [batch, height, width, channels] with height and width '
+            f'multiples of 4, got shape {x.shape}'
+        )
     x = Conv2d(channels, 3, 1, 1, conv_impl, name='stem_conv')(x)
     x = _batch_norm(train, 'stem_bn')(x)
     features = []
     k = 0
     for stage in range(3):
-        width = channels * 2 ** stage
+        width = channels * 2**stage
         if stage:
             x = ResNetBlock(width, conv_impl, name=f'cell{k}')(x, train=train)
             k += 1
@@ -330,8 +237,12 @@ def _tiny_network(x: jax.Array, genome: jax.Array | None, static_genome: tuple |
     x = nn.relu(_batch_norm(train, 'lastact_bn')(x))
     features.append(x)
     pooled = jnp.mean(x, axis=(1, 2))
-    logits = nn.Dense(num_classes, kernel_init=_KERNEL_INIT,
-                      bias_init=_uniform_bias_init(pooled.shape[-1]), name='classifier')(pooled)
+    logits = nn.Dense(
+        num_classes,
+        kernel_init=_KERNEL_INIT,
+        bias_init=_uniform_bias_init(pooled.shape[-1]),
+        name='classifier',
+    )(pooled)
     return logits, features
 
 
@@ -366,8 +277,16 @@ class Network(nn.Module):
           lastact [B, H/4, W/4, 4C]]).
         """
         genome = tuple(int(v) for v in validate(self.genome))
-        return _tiny_network(x, None, genome, self.channels, self.cells_per_stage,
-                             self.num_classes, self.conv_impl, train)
+        return _tiny_network(
+            x,
+            None,
+            genome,
+            self.channels,
+            self.cells_per_stage,
+            self.num_classes,
+            self.conv_impl,
+            train,
+        )
 
 
 class PopulationNetwork(nn.Module):
@@ -394,8 +313,9 @@ class PopulationNetwork(nn.Module):
     dispatch: str = 'select'
 
     @nn.compact
-    def __call__(self, x: jax.Array, genome: jax.Array, *,
-                 train: bool) -> tuple[jax.Array, list[jax.Array]]:
+    def __call__(
+        self, x: jax.Array, genome: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, list[jax.Array]]:
         """Logits and RMI features of the network of `genome`.
 
         Args:
@@ -409,15 +329,23 @@ class PopulationNetwork(nn.Module):
         """
         genome = jnp.asarray(genome)
         if genome.shape != (NUM_EDGES,) or not jnp.issubdtype(genome.dtype, jnp.integer):
-            raise ValueError(f'genome must be an integer array [{NUM_EDGES}], got '
-                             f'{genome.dtype} {genome.shape}')
-        return _tiny_network(x, genome.astype(jnp.int32), None, self.channels,
-                             self.cells_per_stage, self.num_classes, self.conv_impl, train,
-                             self.dispatch)
+            raise ValueError(
+                f'genome must be an integer array [{NUM_EDGES}], got {genome.dtype} {genome.shape}'
+            )
+        return _tiny_network(
+            x,
+            genome.astype(jnp.int32),
+            None,
+            self.channels,
+            self.cells_per_stage,
+            self.num_classes,
+            self.conv_impl,
+            train,
+            self.dispatch,
+        )
 
 
-def exact_variables(population_variables: Mapping[str, Any],
-                    genome: Any) -> dict[str, Any]:
+def exact_variables(population_variables: Mapping[str, Any], genome: Any) -> dict[str, Any]:
     """The variables of ``Network(genome)`` taken from a population network's variables.
 
     Drops the conv ops (parameters and batch statistics) that `genome` does not choose; all
@@ -433,8 +361,12 @@ def exact_variables(population_variables: Mapping[str, Any],
       A new nested dict with the same collections.
     """
     g = validate(genome)
-    unused = {f'edge_{j}_{i}_{op}' for e, (j, i) in enumerate(EDGES)
-              for op in _CONV_OPS if OPS[g[e]] != op}
+    unused = {
+        f'edge_{j}_{i}_{op}'
+        for e, (j, i) in enumerate(EDGES)
+        for op in _CONV_OPS
+        if OPS[g[e]] != op
+    }
     flat = traverse_util.flatten_dict(flax.core.unfreeze(population_variables))
     kept = {path: leaf for path, leaf in flat.items() if unused.isdisjoint(path)}
     return traverse_util.unflatten_dict(kept)

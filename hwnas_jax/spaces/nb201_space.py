@@ -20,10 +20,14 @@ from hwnas_jax.spaces import base, nb201, nb201_costs
 
 
 def conv_impl(config, backend: str) -> str:
-    """`proxy.conv_impl`, with 'auto' resolved: im2col on CPU (measured 10-13x faster steps)."""
+    """`proxy.conv_impl`, with 'auto' resolved: 'xla_cpu' on CPU, XLA's own elsewhere.
+
+    Measured on a 2-core CPU (benchmarks/README.md): 'xla_cpu' trains 1.7-2.0x faster than
+    'im2col', which is 10-13x faster than 'xla' there.
+    """
     impl = config.proxy.conv_impl
     if impl == 'auto':
-        return 'im2col' if backend == 'cpu' else 'xla'
+        return 'xla_cpu' if backend == 'cpu' else 'xla'
     return impl
 
 
@@ -35,8 +39,10 @@ class NB201(base.Space):
     metrics = hw_costs.METRICS
     units = hw_costs.UNITS
     device_metrics = hw_costs.DEVICE_METRICS
-    genome_forms = ("an arch string like '|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|...|' "
-                    'or a JSON list of 6 op indices')
+    genome_forms = (
+        "an arch string like '|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|...|' "
+        'or a JSON list of 6 op indices'
+    )
 
     # -- codec --------------------------------------------------------------------------------
     @property
@@ -73,15 +79,20 @@ class NB201(base.Space):
     # -- networks -----------------------------------------------------------------------------
     def network_kwargs(self) -> dict[str, Any]:
         c = self.config
-        return dict(channels=int(c.space.channels), cells_per_stage=int(c.space.cells_per_stage),
-                    num_classes=int(c.data.num_classes))
+        return dict(
+            channels=int(c.space.channels),
+            cells_per_stage=int(c.space.cells_per_stage),
+            num_classes=int(c.data.num_classes),
+        )
 
     def exact_network(self, genome, *, backend: str = 'cpu'):
         from hwnas_jax.spaces import nb201_net
 
-        return nb201_net.Network(genome=tuple(int(v) for v in genome),
-                                 conv_impl=conv_impl(self.config, backend),
-                                 **self.network_kwargs())
+        return nb201_net.Network(
+            genome=tuple(int(v) for v in genome),
+            conv_impl=conv_impl(self.config, backend),
+            **self.network_kwargs(),
+        )
 
     def population_network(self, *, strategy: str, backend: str = 'cpu'):
         from hwnas_jax.spaces import nb201_net
@@ -89,7 +100,9 @@ class NB201(base.Space):
         # 'loop' runs members one by one: only each member's chosen ops ('switch').
         return nb201_net.PopulationNetwork(
             conv_impl=conv_impl(self.config, backend),
-            dispatch='switch' if strategy == 'loop' else 'select', **self.network_kwargs())
+            dispatch='switch' if strategy == 'loop' else 'select',
+            **self.network_kwargs(),
+        )
 
     def exact_variables(self, variables, genome):
         from hwnas_jax.spaces import nb201_net
@@ -103,20 +116,30 @@ class NB201(base.Space):
     # -- costs --------------------------------------------------------------------------------
     def _cost(self, genomes, metric, device, missing):
         hw = self.config.hardware
-        return np.asarray(hw_costs.cost(genomes, metric, device=device, dataset=hw.dataset,
-                                        missing=missing or hw.missing, table=hw.table),
-                          np.float64)
+        return np.asarray(
+            hw_costs.cost(
+                genomes,
+                metric,
+                device=device,
+                dataset=hw.dataset,
+                missing=missing or hw.missing,
+                table=hw.table,
+            ),
+            np.float64,
+        )
 
     def check_constraints(self, constraints) -> None:
         """Unknown metrics and devices; with missing='error', tables that lack values."""
         hw = self.config.hardware
         for c in constraints:
-            self._cost(nb201.random_genomes(np.random.default_rng(0), 1), c.metric, c.device,
-                       'infeasible')  # The cost module's own message for unknown names.
+            self._cost(
+                nb201.random_genomes(np.random.default_rng(0), 1), c.metric, c.device, 'infeasible'
+            )  # The cost module's own message for unknown names.
             if c.device is None or hw.missing != 'error':
                 continue
-            known, total = hw_costs.coverage(c.metric, device=c.device, dataset=hw.dataset,
-                                             table=hw.table)
+            known, total = hw_costs.coverage(
+                c.metric, device=c.device, dataset=hw.dataset, table=hw.table
+            )
             if known < total:
                 raise UserError(
                     f'HW-NAS-Bench has {c.metric} on {c.device} ({hw.dataset}) for only {known} '
@@ -124,7 +147,8 @@ class NB201(base.Space):
                     'search at the first one without a value: set '
                     '--config.hardware.missing=infeasible (they count as over budget) or '
                     '--config.hardware.missing=predict (a least-squares estimate; its held-out '
-                    'error is logged)')
+                    'error is logged)'
+                )
 
     def costs(self, genomes, metric, device=None, *, missing=None) -> np.ndarray:
         return self._cost(np.asarray(genomes), metric, device, missing)
@@ -156,8 +180,12 @@ class NB201(base.Space):
         try:
             return evaluation.report(genome, objective)
         except UserError as e:  # E.g. a damaged accuracy table: the search's answer stands.
-            return {'evaluation_only': True, 'note': evaluation.NOTE, 'applicable': False,
-                    'reason': str(e)}
+            return {
+                'evaluation_only': True,
+                'note': evaluation.NOTE,
+                'applicable': False,
+                'reason': str(e),
+            }
 
     @classmethod
     def validate_config(cls, config) -> None:

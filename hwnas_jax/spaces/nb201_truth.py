@@ -72,8 +72,10 @@ PACKAGED_NAME = 'nb201_accuracy.npz'
 PACKAGED_DATA_SHA256 = '4108c686d7da5bbe3e500147d0a7380160b1b75d59c729f11eaab3293a0ad33e'
 TIE_RULE = 'ties go to the lowest NAS-Bench-201 index'
 
-_FIX_PACKAGED = ('reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax, or git '
-                 'checkout the file)')
+_FIX_PACKAGED = (
+    'reinstall hwnas_jax (pip install --force-reinstall --no-deps hwnas_jax, or git '
+    'checkout the file)'
+)
 _FIX_USER = 're-create it with tools/convert_nb201_accuracy.py'
 
 
@@ -89,8 +91,9 @@ def data_digest(arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def encode(columns: Mapping[str, np.ndarray], genomes: np.ndarray,
-           metadata: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def encode(
+    columns: Mapping[str, np.ndarray], genomes: np.ndarray, metadata: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
     """The arrays of an accuracy file (validated), with format fields and digest in the metadata.
 
     Args:
@@ -105,24 +108,32 @@ def encode(columns: Mapping[str, np.ndarray], genomes: np.ndarray,
     for name, col in columns.items():
         arrays[name] = np.asarray(col, dtype='<f8')
     meta = dict(metadata)
-    meta.update(format=FORMAT, format_version=FORMAT_VERSION, num_archs=NUM_ARCHS,
-                columns=list(COLUMNS), units='percent',
-                protocols={f'{d}/{s}': c for (d, s), c in PROTOCOLS.items()},
-                index_order="NAS-Bench-201 architecture index; 'genomes' holds its op per edge",
-                data_sha256=data_digest(arrays))
+    meta.update(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        num_archs=NUM_ARCHS,
+        columns=list(COLUMNS),
+        units='percent',
+        protocols={f'{d}/{s}': c for (d, s), c in PROTOCOLS.items()},
+        index_order="NAS-Bench-201 architecture index; 'genomes' holds its op per edge",
+        data_sha256=data_digest(arrays),
+    )
     arrays['metadata'] = np.frombuffer(json.dumps(meta, indent=1).encode(), dtype=np.uint8)
     _validate(arrays, meta, '<new accuracy file>', _FIX_USER)
     return arrays
 
 
-def _validate(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: str,
-              fix: str) -> None:
+def _validate(
+    arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: str, fix: str
+) -> None:
     def bad(msg: str) -> UserError:
         return UserError(f'{where}: invalid NAS-Bench-201 accuracy file: {msg}; {fix}')
 
     if meta.get('format') != FORMAT or meta.get('format_version') != FORMAT_VERSION:
-        raise bad(f"format {meta.get('format')!r} v{meta.get('format_version')!r}, expected "
-                  f'{FORMAT!r} v{FORMAT_VERSION}')
+        raise bad(
+            f'format {meta.get("format")!r} v{meta.get("format_version")!r}, expected '
+            f'{FORMAT!r} v{FORMAT_VERSION}'
+        )
     expected = set(COLUMNS) | {'genomes', 'metadata'}
     if set(arrays) != expected:
         raise bad(f'arrays {sorted(set(arrays) ^ expected)} missing or unexpected')
@@ -137,32 +148,41 @@ def _validate(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: 
             raise bad(f'{name} has values that are not finite percentages in [0, 100]')
     digest = data_digest(arrays)
     if digest != meta.get('data_sha256'):
-        raise bad(f"content sha256 {digest} differs from the recorded "
-                  f"{meta.get('data_sha256')} (modified or damaged)")
+        raise bad(
+            f'content sha256 {digest} differs from the recorded '
+            f'{meta.get("data_sha256")} (modified or damaged)'
+        )
     ref = nb201.indices_to_genomes(np.arange(NUM_ARCHS))
     if not np.array_equal(ref, g):
         first = int(np.argmax(np.any(ref != g, axis=-1)))
-        raise bad(f"index order differs from NAS-Bench-201's (first at index {first}: file "
-                  f'{g[first].tolist()}, nb201 {ref[first].tolist()})')
+        raise bad(
+            f"index order differs from NAS-Bench-201's (first at index {first}: file "
+            f'{g[first].tolist()}, nb201 {ref[first].tolist()})'
+        )
 
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str, pinned: str | None, _stamp: tuple) -> dict[str, Any]:
     fix = _FIX_PACKAGED if pinned else _FIX_USER
-    arrays = fileio.load_npz(path, what='the NAS-Bench-201 accuracy table', fix=fix,
-                             keys=('metadata', 'genomes'))
+    arrays = fileio.load_npz(
+        path, what='the NAS-Bench-201 accuracy table', fix=fix, keys=('metadata', 'genomes')
+    )
     try:
         meta = json.loads(arrays['metadata'].tobytes().decode())
     except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f'{path}: invalid NAS-Bench-201 accuracy file: unreadable metadata '
-                        f'({e}); {fix}') from None
+        raise UserError(
+            f'{path}: invalid NAS-Bench-201 accuracy file: unreadable metadata ({e}); {fix}'
+        ) from None
     if not isinstance(meta, dict):
-        raise UserError(f'{path}: invalid NAS-Bench-201 accuracy file: metadata is not a JSON '
-                        f'object; {fix}')
+        raise UserError(
+            f'{path}: invalid NAS-Bench-201 accuracy file: metadata is not a JSON object; {fix}'
+        )
     _validate(arrays, meta, path, fix)
     if pinned is not None and meta['data_sha256'] != pinned:
-        raise UserError(f"{path}: packaged NAS-Bench-201 accuracies changed (content sha256 "
-                        f"{meta['data_sha256'][:12]}..., expected {pinned[:12]}...); {fix}")
+        raise UserError(
+            f'{path}: packaged NAS-Bench-201 accuracies changed (content sha256 '
+            f'{meta["data_sha256"][:12]}..., expected {pinned[:12]}...); {fix}'
+        )
     for a in arrays.values():
         a.setflags(write=False)
     return {'columns': {c: arrays[c] for c in COLUMNS}, 'metadata': meta, 'source': path}
@@ -199,8 +219,9 @@ def protocol(dataset: str = 'cifar10', split: str = 'test') -> str:
       UserError: unknown dataset or split; the message lists the choices.
     """
     if dataset not in DATASETS:
-        raise UserError(f'unknown NAS-Bench-201 dataset {dataset!r}; choose one of '
-                        f'{list(DATASETS)}')
+        raise UserError(
+            f'unknown NAS-Bench-201 dataset {dataset!r}; choose one of {list(DATASETS)}'
+        )
     if split not in SPLITS:
         raise UserError(f'unknown NAS-Bench-201 split {split!r}; choose one of {list(SPLITS)}')
     return PROTOCOLS[(dataset, split)]
@@ -209,8 +230,9 @@ def protocol(dataset: str = 'cifar10', split: str = 'test') -> str:
 def column(name: str, path: str | os.PathLike | None = None) -> np.ndarray:
     """One column by its file name (:data:`COLUMNS`): read-only float64 [15625], by index."""
     if name not in COLUMNS:
-        raise UserError(f'unknown NAS-Bench-201 accuracy column {name!r}; choose one of '
-                        f'{list(COLUMNS)}')
+        raise UserError(
+            f'unknown NAS-Bench-201 accuracy column {name!r}; choose one of {list(COLUMNS)}'
+        )
     return load(path)['columns'][name]
 
 
@@ -260,14 +282,17 @@ def feasibility(objective_or_costs_and_limits: Any) -> tuple[np.ndarray, np.ndar
     if costs.ndim == 1:
         costs = costs[None]
     if costs.shape != (limits.size, NUM_ARCHS):
-        raise ValueError(f'costs must be [C, {NUM_ARCHS}] (all architectures by index) with '
-                         f'C = len(limits) = {limits.size}; got {costs.shape}')
+        raise ValueError(
+            f'costs must be [C, {NUM_ARCHS}] (all architectures by index) with '
+            f'C = len(limits) = {limits.size}; got {costs.shape}'
+        )
     feasible = np.all(np.isfinite(costs) & (costs <= limits[:, None]), axis=0)
     return costs, limits, feasible
 
 
-def best_feasible(objective_or_costs_and_limits: Any, dataset: str = 'cifar10',
-                  split: str = 'test') -> dict[str, Any] | None:
+def best_feasible(
+    objective_or_costs_and_limits: Any, dataset: str = 'cifar10', split: str = 'test'
+) -> dict[str, Any] | None:
     """The most accurate architecture meeting every constraint, exact over all 15,625.
 
     Args:
@@ -285,6 +310,11 @@ def best_feasible(objective_or_costs_and_limits: Any, dataset: str = 'cifar10',
         return None
     index = int(np.argmax(np.where(feasible, acc, -np.inf)))
     genome = nb201.indices_to_genomes(index)
-    return {'index': index, 'genome': genome.tolist(), 'arch_str': nb201.to_arch_str(genome),
-            'accuracy': float(acc[index]), 'costs': costs[:, index].tolist(),
-            'num_feasible': int(feasible.sum())}
+    return {
+        'index': index,
+        'genome': genome.tolist(),
+        'arch_str': nb201.to_arch_str(genome),
+        'accuracy': float(acc[index]),
+        'costs': costs[:, index].tolist(),
+        'num_feasible': int(feasible.sum()),
+    }

@@ -66,8 +66,12 @@ __all__ = [
 ]
 
 NAME = 'ofa'
-CARDINALITIES = np.array([len(KERNEL_CHOICES)] * NUM_BLOCKS + [len(EXPAND_CHOICES)] * NUM_BLOCKS
-                         + [len(DEPTH_CHOICES)] * NUM_STAGES, dtype=np.int64)
+CARDINALITIES = np.array(
+    [len(KERNEL_CHOICES)] * NUM_BLOCKS
+    + [len(EXPAND_CHOICES)] * NUM_BLOCKS
+    + [len(DEPTH_CHOICES)] * NUM_STAGES,
+    dtype=np.int64,
+)
 CARDINALITIES.setflags(write=False)
 
 Genome = Sequence[int] | np.ndarray
@@ -118,8 +122,11 @@ def from_config(cfg: Mapping[str, Any]) -> np.ndarray:
     if unknown:
         raise ValueError(f'Unknown OFA config keys {sorted(unknown)}; expected ks, e, d.')
     genes = []
-    for key, choices, n in (('ks', KERNEL_CHOICES, NUM_BLOCKS), ('e', EXPAND_CHOICES, NUM_BLOCKS),
-                            ('d', DEPTH_CHOICES, NUM_STAGES)):
+    for key, choices, n in (
+        ('ks', KERNEL_CHOICES, NUM_BLOCKS),
+        ('e', EXPAND_CHOICES, NUM_BLOCKS),
+        ('d', DEPTH_CHOICES, NUM_STAGES),
+    ):
         if key not in cfg:
             raise ValueError(f'OFA config lacks the key {key!r}.')
         values = list(cfg[key])
@@ -144,8 +151,15 @@ def _conv_out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-def mbconv_macs(in_ch: int, mid_ch: int | None, out_ch: int, kernel: int, stride: int,
-                in_size: int, se_ch: int = 0) -> tuple[int, int]:
+def mbconv_macs(
+    in_ch: int,
+    mid_ch: int | None,
+    out_ch: int,
+    kernel: int,
+    stride: int,
+    in_size: int,
+    se_ch: int = 0,
+) -> tuple[int, int]:
     """MACs of one MBConv block in OFA's convention, and its output size.
 
     ``in_size`` is the input height (= width); ``mid_ch=None`` means expand ratio 1 (no expand
@@ -159,10 +173,10 @@ def mbconv_macs(in_ch: int, mid_ch: int | None, out_ch: int, kernel: int, stride
     if mid_ch is None:
         mid_ch = in_ch
     else:
-        total += in_ch * mid_ch * in_size ** 2
-    total += mid_ch * kernel ** 2 * out_size ** 2
+        total += in_ch * mid_ch * in_size**2
+    total += mid_ch * kernel**2 * out_size**2
     total += 2 * mid_ch * se_ch
-    total += mid_ch * out_ch * out_size ** 2
+    total += mid_ch * out_ch * out_size**2
     return total, out_size
 
 
@@ -175,13 +189,27 @@ def _blocks(genome: Genome, lay: Layout) -> list[tuple[int, int, int, int, int, 
             i = MAX_DEPTH * s + b
             in_ch = st.in_ch if b == 0 else st.out_ch
             mid = mid_channels(in_ch, es[i])
-            out.append((in_ch, mid, st.out_ch, ks[i], st.stride if b == 0 else 1,
-                        se_channels(mid) if st.se else 0))
+            out.append(
+                (
+                    in_ch,
+                    mid,
+                    st.out_ch,
+                    ks[i],
+                    st.stride if b == 0 else 1,
+                    se_channels(mid) if st.se else 0,
+                )
+            )
     return out
 
 
-def macs(genome: Genome, resolution: int = 224, num_classes: int = 1000,
-         width_mult: float = 1.2, *, cifar_stem: bool | None = None) -> float:
+def macs(
+    genome: Genome,
+    resolution: int = 224,
+    num_classes: int = 1000,
+    width_mult: float = 1.2,
+    *,
+    cifar_stem: bool | None = None,
+) -> float:
     """Multiply-accumulates of the subnet at ``resolution``, in millions (OFA's convention).
 
     The CIFAR stem (stride-1 stem and first stage) applies as in ``Network``: automatically for
@@ -189,13 +217,13 @@ def macs(genome: Genome, resolution: int = 224, num_classes: int = 1000,
     """
     lay = layout(width_mult, use_cifar_stem(resolution, cifar_stem))
     size = _conv_out(resolution, lay.stem_stride)
-    total = 3 * lay.stem_ch * 9 * size ** 2
+    total = 3 * lay.stem_ch * 9 * size**2
     m, size = mbconv_macs(lay.stem_ch, None, lay.first_ch, 3, 1, size)
     total += m
     for in_ch, mid, out_ch, k, stride, red in _blocks(genome, lay):
         m, size = mbconv_macs(in_ch, mid, out_ch, k, stride, size, red)
         total += m
-    total += lay.stages[-1].out_ch * lay.final_ch * size ** 2
+    total += lay.stages[-1].out_ch * lay.final_ch * size**2
     total += lay.final_ch * lay.mix_ch + lay.mix_ch * num_classes
     return total / 1e6
 
@@ -215,8 +243,14 @@ def num_params(genome: Genome, num_classes: int = 1000, width_mult: float = 1.2)
     return total / 1e6
 
 
-def describe(genome: Genome, *, resolution: int = 224, num_classes: int = 1000,
-             width_mult: float = 1.2, cifar_stem: bool | None = None) -> dict[str, Any]:
+def describe(
+    genome: Genome,
+    *,
+    resolution: int = 224,
+    num_classes: int = 1000,
+    width_mult: float = 1.2,
+    cifar_stem: bool | None = None,
+) -> dict[str, Any]:
     """A JSON-able description: genome, canonical genome, OFA config, MACs and params (in M)."""
     g = validate(genome)
     cfg = to_config(canonical(g))
@@ -234,9 +268,14 @@ def describe(genome: Genome, *, resolution: int = 224, num_classes: int = 1000,
 
 
 @functools.lru_cache(maxsize=32)
-def cost_tables(metric: str, *, resolution: int = 224, num_classes: int = 1000,
-                    width_mult: float = 1.2,
-                    cifar_stem: bool | None = None) -> tuple[float, np.ndarray]:
+def cost_tables(
+    metric: str,
+    *,
+    resolution: int = 224,
+    num_classes: int = 1000,
+    width_mult: float = 1.2,
+    cifar_stem: bool | None = None,
+) -> tuple[float, np.ndarray]:
     """Per-block cost tables of the OFA space, in millions (MACs or parameters).
 
     The cost of genome g is ``base + sum_i active_i(g) * table[i, k_i(g), e_i(g)]`` over the 20
@@ -251,13 +290,14 @@ def cost_tables(metric: str, *, resolution: int = 224, num_classes: int = 1000,
       block for each kernel and expand choice index.
     """
     lay = layout(width_mult, ofa_layout.use_cifar_stem(resolution, cifar_stem))
-    table = np.zeros((ofa_layout.NUM_BLOCKS, len(ofa_layout.KERNEL_CHOICES),
-                      len(ofa_layout.EXPAND_CHOICES)))
+    table = np.zeros(
+        (ofa_layout.NUM_BLOCKS, len(ofa_layout.KERNEL_CHOICES), len(ofa_layout.EXPAND_CHOICES))
+    )
     size = (resolution - 1) // lay.stem_stride + 1
     c0, c1 = lay.stem_ch, lay.first_ch
-    if metric in ("macs", "flops"):
-        base = 3 * c0 * 9 * size ** 2 + mbconv_macs(c0, None, c1, 3, 1, size)[0]
-    elif metric == "params":
+    if metric in ('macs', 'flops'):
+        base = 3 * c0 * 9 * size**2 + mbconv_macs(c0, None, c1, 3, 1, size)[0]
+    elif metric == 'params':
         base = 27 * c0 + 2 * c0 + 9 * c0 + 2 * c0 + c0 * c1 + 2 * c1
     else:
         raise ValueError(f"no OFA cost table for {metric!r}; choose 'flops', 'macs' or 'params'")
@@ -268,19 +308,26 @@ def cost_tables(metric: str, *, resolution: int = 224, num_classes: int = 1000,
                 for ei, e in enumerate(ofa_layout.EXPAND_CHOICES):
                     mid = ofa_layout.mid_channels(in_ch, e)
                     red = ofa_layout.se_channels(mid) if st.se else 0
-                    if metric == "params":
-                        cost = (in_ch * mid + 2 * mid + k * k * mid + 2 * mid + mid * st.out_ch
-                                + 2 * st.out_ch + (2 * mid * red + red + mid if red else 0))
+                    if metric == 'params':
+                        cost = (
+                            in_ch * mid
+                            + 2 * mid
+                            + k * k * mid
+                            + 2 * mid
+                            + mid * st.out_ch
+                            + 2 * st.out_ch
+                            + (2 * mid * red + red + mid if red else 0)
+                        )
                     else:
                         cost = mbconv_macs(in_ch, mid, st.out_ch, k, stride, size, red)[0]
                     table[ofa_layout.MAX_DEPTH * s + b, ki, ei] = cost
             size = (size - 1) // stride + 1
     last = lay.stages[-1].out_ch
-    if metric == "params":
+    if metric == 'params':
         base += last * lay.final_ch + 2 * lay.final_ch + lay.final_ch * lay.mix_ch
         base += lay.mix_ch * num_classes + num_classes
     else:
-        base += last * lay.final_ch * size ** 2 + lay.final_ch * lay.mix_ch
+        base += last * lay.final_ch * size**2 + lay.final_ch * lay.mix_ch
         base += lay.mix_ch * num_classes
     table = table / 1e6
     table.setflags(write=False)  # Cached and shared: read only.
@@ -291,8 +338,7 @@ def batch_costs(genomes: np.ndarray, base: float, table: np.ndarray) -> np.ndarr
     """[n] costs of OFA genomes [n, 45] from ``cost_tables`` (genes not checked)."""
     g = np.asarray(genomes)
     nb, depth = ofa_layout.NUM_BLOCKS, ofa_layout.MAX_DEPTH
-    per_block = table[np.arange(nb), g[:, :nb], g[:, nb:2 * nb]]
-    depths = np.asarray(ofa_layout.DEPTH_CHOICES)[g[:, 2 * nb:]]
+    per_block = table[np.arange(nb), g[:, :nb], g[:, nb : 2 * nb]]
+    depths = np.asarray(ofa_layout.DEPTH_CHOICES)[g[:, 2 * nb :]]
     active = np.tile(np.arange(depth), ofa_layout.NUM_STAGES) < np.repeat(depths, depth, axis=1)
     return base + np.sum(per_block * active, axis=1)
-

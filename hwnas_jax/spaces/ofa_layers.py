@@ -39,16 +39,34 @@ def _he_fout(fan_out: Any) -> Callable[..., jax.Array]:
     return init
 
 
-def _conv(features: int, kernel: int, fan_out: Any, *, stride: int = 1, groups: int = 1,
-          bias: bool = False, mask: jax.Array | None = None, name: str) -> nn.Conv:
+def _conv(
+    features: int,
+    kernel: int,
+    fan_out: Any,
+    *,
+    stride: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    mask: jax.Array | None = None,
+    name: str,
+) -> nn.Conv:
     pad = kernel // 2
-    return nn.Conv(features, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
-                   feature_group_count=groups, use_bias=bias, mask=mask,
-                   kernel_init=_he_fout(fan_out), name=name)
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=stride,
+        padding=((pad, pad), (pad, pad)),
+        feature_group_count=groups,
+        use_bias=bias,
+        mask=mask,
+        kernel_init=_he_fout(fan_out),
+        name=name,
+    )
 
 
-def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, *,
-                   impl: str | None = None) -> jax.Array:
+def depthwise_conv(
+    x: jax.Array, kernel: jax.Array, stride: int = 1, *, impl: str | None = None
+) -> jax.Array:
     """Depthwise ``k x k`` convolution of ``x: [N, H, W, C]``, padding ``k // 2`` on every side.
 
     ``kernel: [k, k, 1, C]`` (flax ``nn.Conv`` layout with ``feature_group_count=C``); output
@@ -67,8 +85,13 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, *,
     ph, pw = kh // 2, kw // 2
     if impl == 'grouped':
         return jax.lax.conv_general_dilated(
-            x, kernel, (stride, stride), ((ph, ph), (pw, pw)),
-            dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c)
+            x,
+            kernel,
+            (stride, stride),
+            ((ph, ph), (pw, pw)),
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+            feature_group_count=c,
+        )
     if impl != 'shifted':
         raise ValueError(f"impl must be 'shifted', 'grouped' or None, got {impl!r}.")
     h_out = (x.shape[1] + 2 * ph - kh) // stride + 1
@@ -77,10 +100,15 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, *,
     out = None
     for dy in range(kh):
         for dx in range(kw):
-            t = jax.lax.slice(xp, (0, dy, dx, 0),
-                              (xp.shape[0], dy + stride * (h_out - 1) + 1,
-                               dx + stride * (w_out - 1) + 1, c),
-                              (1, stride, stride, 1)) * kernel[dy, dx, 0]
+            t = (
+                jax.lax.slice(
+                    xp,
+                    (0, dy, dx, 0),
+                    (xp.shape[0], dy + stride * (h_out - 1) + 1, dx + stride * (w_out - 1) + 1, c),
+                    (1, stride, stride, 1),
+                )
+                * kernel[dy, dx, 0]
+            )
             out = t if out is None else out + t
     return out
 
@@ -105,8 +133,12 @@ class DepthwiseConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        kernel = self.param('kernel', _he_fout(self.fan_out),
-                            (self.kernel_size, self.kernel_size, 1, c), jnp.float32)
+        kernel = self.param(
+            'kernel',
+            _he_fout(self.fan_out),
+            (self.kernel_size, self.kernel_size, 1, c),
+            jnp.float32,
+        )
         if self.mask is not None:
             kernel = kernel * self.mask
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=None)
@@ -114,8 +146,9 @@ class DepthwiseConv(nn.Module):
 
 
 def _bn(train: bool, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
-                        name=name)
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS, name=name
+    )
 
 
 class MaskedBatchNorm(nn.Module):
@@ -138,8 +171,7 @@ class MaskedBatchNorm(nn.Module):
             var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axis=(0, 1, 2)) - jnp.square(mean))
             if not self.is_initializing():
                 m = BN_MOMENTUM
-                ra_mean.value = jnp.where(update, m * ra_mean.value + (1 - m) * mean,
-                                          ra_mean.value)
+                ra_mean.value = jnp.where(update, m * ra_mean.value + (1 - m) * mean, ra_mean.value)
                 ra_var.value = jnp.where(update, m * ra_var.value + (1 - m) * var, ra_var.value)
         else:
             mean, var = ra_mean.value, ra_var.value

@@ -33,6 +33,7 @@ BN_EPS = 1e-5
 BN_MOMENTUM = 0.9  # flax convention; PyTorch momentum 0.1
 CIFAR_MAX_RESOLUTION = 64
 
+
 def make_divisible(v: float, divisor: int = 8) -> int:
     """OFA's channel rounding: the nearest multiple of ``divisor``, never below 90% of ``v``."""
     new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
@@ -86,8 +87,8 @@ def layout(width_mult: float = 1.2, cifar: bool = False) -> Layout:
     w = [make_divisible(b * width_mult) for b in BASE_WIDTHS]
     strides = (1,) + STAGE_STRIDES[1:] if cifar else STAGE_STRIDES
     stages = tuple(
-        Stage(w[s + 1], w[s + 2], strides[s], STAGE_ACTS[s], STAGE_SE[s])
-        for s in range(NUM_STAGES))
+        Stage(w[s + 1], w[s + 2], strides[s], STAGE_ACTS[s], STAGE_SE[s]) for s in range(NUM_STAGES)
+    )
     return Layout(w[0], 1 if cifar else 2, w[1], stages, w[7], w[8])
 
 
@@ -100,9 +101,11 @@ def decode(genome: Sequence[int] | np.ndarray) -> tuple[list[int], list[int], li
         raise UserError(f'OFA genes must be integers, got dtype {g.dtype}.')
     if np.any(g < 0) or np.any(g > 2):
         bad = [int(i) for i in np.flatnonzero((g < 0) | (g > 2))]
-        raise UserError(f'OFA genes are choice indices in [0, 2]; genes {bad} are out of range '
-                         f'(values {[int(g[i]) for i in bad]}).')
+        raise UserError(
+            f'OFA genes are choice indices in [0, 2]; genes {bad} are out of range '
+            f'(values {[int(g[i]) for i in bad]}).'
+        )
     ks = [KERNEL_CHOICES[i] for i in g[:NUM_BLOCKS]]
-    es = [EXPAND_CHOICES[i] for i in g[NUM_BLOCKS:2 * NUM_BLOCKS]]
-    ds = [DEPTH_CHOICES[i] for i in g[2 * NUM_BLOCKS:]]
+    es = [EXPAND_CHOICES[i] for i in g[NUM_BLOCKS : 2 * NUM_BLOCKS]]
+    ds = [DEPTH_CHOICES[i] for i in g[2 * NUM_BLOCKS :]]
     return ks, es, ds

@@ -115,8 +115,9 @@ class MBConv(nn.Module):
             h = _conv(self.mid_ch, 1, self.mid_ch, name='expand_conv')(h)
             h = act(_bn(train, 'expand_bn')(h))
         mid = h.shape[-1]
-        h = DepthwiseConv(self.kernel, self.kernel ** 2 * mid, self.stride, impl=self.dw_impl,
-                          name='dw_conv')(h)
+        h = DepthwiseConv(
+            self.kernel, self.kernel**2 * mid, self.stride, impl=self.dw_impl, name='dw_conv'
+        )(h)
         h = act(_bn(train, 'dw_bn')(h))
         if self.se:
             red = se_channels(mid)
@@ -149,8 +150,15 @@ class MaskedMBConv(nn.Module):
     dw_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, kernel_gene: jax.Array, expand_gene: jax.Array,
-                 active: jax.Array | bool, *, train: bool) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        kernel_gene: jax.Array,
+        expand_gene: jax.Array,
+        active: jax.Array | bool,
+        *,
+        train: bool,
+    ) -> jax.Array:
         """Maps ``x: [N, H, W, C_in]`` to ``[N, H', W', out_ch]`` (``x`` itself if inactive).
 
         ``kernel_gene``, ``expand_gene``: int32 scalars (choice indices); ``active``: bool scalar.
@@ -163,13 +171,15 @@ class MaskedMBConv(nn.Module):
         update = jnp.logical_and(ch_mask, active)
         k = jnp.asarray(KERNEL_CHOICES)[kernel_gene]
         taps = jnp.abs(jnp.arange(_MAX_K) - _MAX_K // 2) <= k // 2
-        k_mask = jnp.broadcast_to((taps[:, None] & taps[None, :])[:, :, None, None],
-                                  (_MAX_K, _MAX_K, 1, max(mids))).astype(jnp.float32)
+        k_mask = jnp.broadcast_to(
+            (taps[:, None] & taps[None, :])[:, :, None, None], (_MAX_K, _MAX_K, 1, max(mids))
+        ).astype(jnp.float32)
 
         h = _conv(max(mids), 1, mid, name='expand_conv')(x)
         h = act(MaskedBatchNorm(name='expand_bn')(h, update, train=train)) * ch_mask
-        h = DepthwiseConv(_MAX_K, k * k * mid, self.stride, mask=k_mask, impl=self.dw_impl,
-                          name='dw_conv')(h)
+        h = DepthwiseConv(
+            _MAX_K, k * k * mid, self.stride, mask=k_mask, impl=self.dw_impl, name='dw_conv'
+        )(h)
         h = act(MaskedBatchNorm(name='dw_bn')(h, update, train=train)) * ch_mask
         if self.se:
             reds = [se_channels(m) for m in mids]
@@ -192,18 +202,20 @@ class MaskedMBConv(nn.Module):
 
 def _check(x: jax.Array, resolution: int, feature_stages: Sequence[int]) -> None:
     if x.ndim != 4 or x.shape[1:3] != (resolution, resolution):
-        raise ValueError(f'Expected images [N, {resolution}, {resolution}, C] for resolution '
-                         f'{resolution}, got shape {x.shape}.')
+        raise ValueError(
+            f'Expected images [N, {resolution}, {resolution}, C] for resolution '
+            f'{resolution}, got shape {x.shape}.'
+        )
     if not feature_stages or any(s not in range(1, NUM_STAGES + 1) for s in feature_stages):
-        raise ValueError(f'feature_stages must be stage numbers in 1..{NUM_STAGES}, '
-                         f'got {feature_stages}.')
+        raise ValueError(
+            f'feature_stages must be stage numbers in 1..{NUM_STAGES}, got {feature_stages}.'
+        )
 
 
 def _stem(x: jax.Array, lay: Layout, train: bool, dw_impl: str | None) -> jax.Array:
     x = _conv(lay.stem_ch, 3, 9 * lay.stem_ch, stride=lay.stem_stride, name='stem_conv')(x)
     x = h_swish(_bn(train, 'stem_bn')(x))
-    return MBConv(lay.first_ch, 3, 1, None, False, 'relu', dw_impl,
-                  name='block0')(x, train=train)
+    return MBConv(lay.first_ch, 3, 1, None, False, 'relu', dw_impl, name='block0')(x, train=train)
 
 
 def _head(x: jax.Array, lay: Layout, num_classes: int, train: bool) -> jax.Array:
@@ -212,8 +224,11 @@ def _head(x: jax.Array, lay: Layout, num_classes: int, train: bool) -> jax.Array
     x = jnp.mean(x, axis=(1, 2), keepdims=True)
     x = h_swish(_conv(lay.mix_ch, 1, lay.mix_ch, name='feature_mix')(x))
     x = x.reshape(x.shape[0], -1)
-    return nn.Dense(num_classes, kernel_init=nn.initializers.variance_scaling(
-        1.0 / 3.0, 'fan_in', 'uniform'), name='classifier')(x)
+    return nn.Dense(
+        num_classes,
+        kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform'),
+        name='classifier',
+    )(x)
 
 
 class Network(nn.Module):
@@ -239,8 +254,7 @@ class Network(nn.Module):
     dw_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *,
-                 train: bool) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         """Classifies ``x: [N, R, R, 3]``.
 
         Returns:
@@ -257,9 +271,16 @@ class Network(nn.Module):
             for b in range(ds[s]):
                 i = MAX_DEPTH * s + b
                 in_ch = st.in_ch if b == 0 else st.out_ch
-                x = MBConv(st.out_ch, ks[i], st.stride if b == 0 else 1,
-                           mid_channels(in_ch, es[i]), st.se, st.act, self.dw_impl,
-                           name=f'block{i + 1}')(x, train=train)
+                x = MBConv(
+                    st.out_ch,
+                    ks[i],
+                    st.stride if b == 0 else 1,
+                    mid_channels(in_ch, es[i]),
+                    st.se,
+                    st.act,
+                    self.dw_impl,
+                    name=f'block{i + 1}',
+                )(x, train=train)
             if s + 1 in self.feature_stages:
                 features.append(x)
         return _head(x, lay, self.num_classes, train), tuple(features)
@@ -283,8 +304,9 @@ class PopulationNetwork(nn.Module):
     dw_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, genome: jax.Array, *,
-                 train: bool) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    def __call__(
+        self, x: jax.Array, genome: jax.Array, *, train: bool
+    ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         """Classifies ``x: [N, R, R, 3]`` with the subnet ``genome: int32[45]``.
 
         Returns:
@@ -294,7 +316,7 @@ class PopulationNetwork(nn.Module):
         genome = jnp.asarray(genome)
         if genome.shape != (NUM_GENES,):
             raise ValueError(f'An OFA genome has {NUM_GENES} genes, got shape {genome.shape}.')
-        depth = jnp.asarray(DEPTH_CHOICES)[genome[2 * NUM_BLOCKS:]]
+        depth = jnp.asarray(DEPTH_CHOICES)[genome[2 * NUM_BLOCKS :]]
         lay = layout(self.width_mult, use_cifar_stem(self.resolution, self.cifar_stem))
         x = _stem(x, lay, train, self.dw_impl)
         features = []
@@ -302,9 +324,14 @@ class PopulationNetwork(nn.Module):
             for b in range(MAX_DEPTH):
                 i = MAX_DEPTH * s + b
                 active = True if b < min(DEPTH_CHOICES) else b < depth[s]
-                x = MaskedMBConv(st.out_ch, st.stride if b == 0 else 1, st.se, st.act,
-                                 self.dw_impl, name=f'block{i + 1}')(
-                    x, genome[i], genome[NUM_BLOCKS + i], active, train=train)
+                x = MaskedMBConv(
+                    st.out_ch,
+                    st.stride if b == 0 else 1,
+                    st.se,
+                    st.act,
+                    self.dw_impl,
+                    name=f'block{i + 1}',
+                )(x, genome[i], genome[NUM_BLOCKS + i], active, train=train)
             if s + 1 in self.feature_stages:
                 features.append(x)
         return _head(x, lay, self.num_classes, train), tuple(features)
@@ -316,7 +343,7 @@ def _slice_block(tree: Mapping[str, Any], k: int, mid: int) -> dict[str, Any]:
     lo = (_MAX_K - k) // 2
     rules: dict[tuple[str, str], Callable[[Any], Any]] = {
         ('expand_conv', 'kernel'): lambda a: a[..., :mid],
-        ('dw_conv', 'kernel'): lambda a: a[lo:lo + k, lo:lo + k, :, :mid],
+        ('dw_conv', 'kernel'): lambda a: a[lo : lo + k, lo : lo + k, :, :mid],
         ('se_reduce', 'kernel'): lambda a: a[:, :, :mid, :red],
         ('se_reduce', 'bias'): lambda a: a[:red],
         ('se_expand', 'kernel'): lambda a: a[:, :, :red, :mid],
@@ -361,7 +388,7 @@ def exact_variables(variables: Variables, genome: Sequence[int] | np.ndarray) ->
     for col, tree in variables.items():
         new: dict[str, Any] = {}
         for name, sub in tree.items():
-            i = int(name[len('block'):]) - 1 if re.fullmatch(r'block\d+', name) else -1
+            i = int(name[len('block') :]) - 1 if re.fullmatch(r'block\d+', name) else -1
             if i < 0:  # stem, first block and head are shared unchanged
                 new[name] = sub
             elif i in mids:

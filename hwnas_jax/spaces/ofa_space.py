@@ -26,8 +26,10 @@ class OFA(base.Space):
     reference_arch = 'ofa_max'
     metrics = ('flops', 'macs', 'params')
     units = {'flops': 'M MACs', 'macs': 'M MACs', 'params': 'M parameters'}
-    genome_forms = ('an OFA config JSON \'{"ks": [20 kernels], "e": [20 expands], '
-                    '"d": [5 depths]}\' or a JSON list of 45 gene indices')
+    genome_forms = (
+        'an OFA config JSON \'{"ks": [20 kernels], "e": [20 expands], '
+        '"d": [5 depths]}\' or a JSON list of 45 gene indices'
+    )
 
     @property
     def cardinalities(self) -> np.ndarray:
@@ -51,14 +53,18 @@ class OFA(base.Space):
         if isinstance(value, dict):
             value = ofa.from_config(value)
         if not isinstance(value, (list, np.ndarray)):
-            raise UserError(f'an OFA genome is a list of 45 genes or a config dict, got '
-                            f'{type(value).__name__}')
+            raise UserError(
+                f'an OFA genome is a list of 45 genes or a config dict, got {type(value).__name__}'
+            )
         return tuple(int(v) for v in ofa.validate(np.asarray(value)))
 
     def _size(self) -> dict[str, Any]:
         s = self.config.space
-        return dict(resolution=int(s.resolution), num_classes=int(self.config.data.num_classes),
-                    width_mult=float(s.width_mult))
+        return dict(
+            resolution=int(s.resolution),
+            num_classes=int(self.config.data.num_classes),
+            width_mult=float(s.width_mult),
+        )
 
     def describe(self, genome) -> dict[str, Any]:
         return ofa.describe(genome, **self._size())
@@ -92,8 +98,10 @@ class OFA(base.Space):
     def check_constraints(self, constraints) -> None:
         for c in constraints:
             if c.metric not in self.metrics:
-                raise UserError(f'the OFA space has no {c.metric!r} table; constrain one of '
-                                f'{self.metrics} (MACs in millions, params in millions)')
+                raise UserError(
+                    f'the OFA space has no {c.metric!r} table; constrain one of '
+                    f'{self.metrics} (MACs in millions, params in millions)'
+                )
 
     def costs(self, genomes, metric, device=None, *, missing=None) -> np.ndarray:
         base_cost, table = ofa.cost_tables(metric, **self._size())
@@ -119,4 +127,5 @@ class OFA(base.Space):
             raise UserError(
                 f'space.resolution={s.resolution} but data.image_size={d.image_size}: the OFA '
                 'networks take images of their resolution; set both to the same value (and '
-                '--config.data.resize=True to resize the stored images)')
+                '--config.data.resize=True to resize the stored images)'
+            )

@@ -65,10 +65,25 @@ from hwnas_jax.study.stats import (
 )
 
 __all__ = [
-    'Passes', 'bootstrap', 'canonical_classes', 'check_config',
-    'correlations', 'kendall_tau', 'plot', 'preset_for', 'rankdata', 'report_markdown',
-    'rmi_program', 'rmi_variables', 'run', 'sample_archs', 'spearman', 'split_half', 'steps_k',
-    'top_k_hits', 'write_csv',
+    'Passes',
+    'bootstrap',
+    'canonical_classes',
+    'check_config',
+    'correlations',
+    'kendall_tau',
+    'plot',
+    'preset_for',
+    'rankdata',
+    'report_markdown',
+    'rmi_program',
+    'rmi_variables',
+    'run',
+    'sample_archs',
+    'spearman',
+    'split_half',
+    'steps_k',
+    'top_k_hits',
+    'write_csv',
 ]
 
 STATE_VERSION = 1
@@ -98,15 +113,23 @@ def sample_archs(seed: int, n: int, connected_only: bool = True) -> list[dict[st
     """
     classes = canonical_classes(connected_only)
     if not 1 <= n <= len(classes):
-        raise UserError(f'config.study.num_archs={n} is invalid: must be in [1, {len(classes)}] '
-                        f'(the {"connected " if connected_only else ""}canonical classes)')
+        raise UserError(
+            f'config.study.num_archs={n} is invalid: must be in [1, {len(classes)}] '
+            f'(the {"connected " if connected_only else ""}canonical classes)'
+        )
     keys = np.asarray(list(classes))
     order = np.random.default_rng([seed, 11]).permutation(len(keys))[:n]
     out = []
     for c in keys[order]:
         index = int(np.random.default_rng([seed, 12, int(c)]).choice(classes[int(c)]))
-        out.append({'index': index, 'genome': list(nb201.from_index(index)),
-                    'canonical': list(nb201.from_index(int(c))), 'canonical_index': int(c)})
+        out.append(
+            {
+                'index': index,
+                'genome': list(nb201.from_index(index)),
+                'canonical': list(nb201.from_index(int(c))),
+                'canonical_index': int(c),
+            }
+        )
     return out
 
 
@@ -117,17 +140,29 @@ def fingerprint(config) -> dict:
     """Settings the rows depend on (a resume must share them); report-only fields left out."""
     study = {k: v for k, v in config.study.to_dict().items() if k not in REPORT_ONLY}
     proxy = {k: v for k, v in config.proxy.to_dict().items() if k != 'store'}
-    return json.loads(json.dumps({
-        'seed': config.seed, 'space': config.space.to_dict(), 'proxy': proxy,
-        'data': config.data.to_dict(), 'reference': config.reference.to_dict(), 'study': study}))
+    return json.loads(
+        json.dumps(
+            {
+                'seed': config.seed,
+                'space': config.space.to_dict(),
+                'proxy': proxy,
+                'data': config.data.to_dict(),
+                'reference': config.reference.to_dict(),
+                'study': study,
+            }
+        )
+    )
 
 
 def _differences(want: dict, got: dict) -> list[str]:
     out = []
     for k in sorted(want):
         if isinstance(want[k], dict) and isinstance(got.get(k), dict):
-            out += [f'{k}.{f}' for f in sorted(set(want[k]) | set(got[k]))
-                    if want[k].get(f) != got[k].get(f)]
+            out += [
+                f'{k}.{f}'
+                for f in sorted(set(want[k]) | set(got[k]))
+                if want[k].get(f) != got[k].get(f)
+            ]
         elif want[k] != got.get(k):
             out.append(k)
     return out
@@ -138,13 +173,16 @@ def check_state(config, workdir: str) -> None:
     path = os.path.join(workdir, 'study_state.json')
     want = fingerprint(config)
     if os.path.exists(path):
-        got = fileio.load_json(path, what='the study state', fix='delete the work directory '
-                               'or use another --workdir').get('fingerprint', {})
+        got = fileio.load_json(
+            path, what='the study state', fix='delete the work directory or use another --workdir'
+        ).get('fingerprint', {})
         diff = _differences(want, got)
         if diff:
-            raise UserError(f'{workdir} holds a proxy study with other settings '
-                            f'({", ".join(diff)}); rerun it with the same config, or use a new '
-                            '--workdir')
+            raise UserError(
+                f'{workdir} holds a proxy study with other settings '
+                f'({", ".join(diff)}); rerun it with the same config, or use a new '
+                '--workdir'
+            )
         return
     fileio.atomic_write_json(path, {'version': STATE_VERSION, 'fingerprint': want}, indent=2)
 
@@ -163,8 +201,9 @@ def load_rows(path: str) -> list[dict[str, Any]]:
             if i == len(lines) - 1:
                 fileio.atomic_write_text(path, b''.join(x + b'\n' for x in lines[:-1]).decode())
                 break
-            raise UserError(f'{path}: line {i + 1} is damaged; delete the file to score the '
-                            'architectures again') from None
+            raise UserError(
+                f'{path}: line {i + 1} is damaged; delete the file to score the architectures again'
+            ) from None
     return rows
 
 
@@ -179,8 +218,10 @@ def append_row(path: str, row: dict[str, Any]) -> None:
 def check_config(config) -> None:
     """The study's own checks for config validation: its space and ``study.steps_k``."""
     if config.space.name != nb201.NAME:
-        raise UserError(f'config.space.name={config.space.name!r} is invalid: the proxy study '
-                        f"needs NAS-Bench-201's accuracies: {nb201.NAME!r}")
+        raise UserError(
+            f'config.space.name={config.space.name!r} is invalid: the proxy study '
+            f"needs NAS-Bench-201's accuracies: {nb201.NAME!r}"
+        )
     steps_k(config)
 
 
@@ -197,8 +238,13 @@ def run(config, workdir: str) -> list[dict[str, Any]]:
     path = os.path.join(workdir, 'study.jsonl')
     done = {r['row']: r for r in load_rows(path)}
     todo = [i for i in range(len(archs)) if i not in done]
-    logging.info('Proxy study: %d architectures (%d done, %d to score) in %s', len(archs),
-                 len(archs) - len(todo), len(todo), workdir)
+    logging.info(
+        'Proxy study: %d architectures (%d done, %d to score) in %s',
+        len(archs),
+        len(archs) - len(todo),
+        len(todo),
+        workdir,
+    )
     test = nb201_truth.all_accuracies('cifar10', 'test')
     valid = nb201_truth.all_accuracies('cifar10', 'valid')
     passes = Passes(config, workdir) if todo else None
@@ -206,30 +252,53 @@ def run(config, workdir: str) -> list[dict[str, Any]]:
     for n_done, i in enumerate(todo):
         a = archs[i]
         t0 = time.perf_counter()
-        row = {'row': i, 'index': a['index'], 'arch_str': nb201.to_arch_str(a['genome']),
-               'genome': a['genome'], 'canonical': a['canonical'],
-               'canonical_index': a['canonical_index'],
-               'test_accuracy': float(test[a['index']]),
-               'valid_accuracy': float(valid[a['index']]),
-               'flops': float(nb201_costs.flops(a['genome'])),
-               'params': float(nb201_costs.num_params(a['genome'])),
-               'flops_canonical': float(nb201_costs.flops(a['canonical']))}
-        row.update(passes.score(np.asarray(a['canonical']), noise=i < int(s.noise_archs),
-                                what=f'arch {n_done + 1}/{len(todo)}'))
+        row = {
+            'row': i,
+            'index': a['index'],
+            'arch_str': nb201.to_arch_str(a['genome']),
+            'genome': a['genome'],
+            'canonical': a['canonical'],
+            'canonical_index': a['canonical_index'],
+            'test_accuracy': float(test[a['index']]),
+            'valid_accuracy': float(valid[a['index']]),
+            'flops': float(nb201_costs.flops(a['genome'])),
+            'params': float(nb201_costs.num_params(a['genome'])),
+            'flops_canonical': float(nb201_costs.flops(a['canonical'])),
+        }
+        row.update(
+            passes.score(
+                np.asarray(a['canonical']),
+                noise=i < int(s.noise_archs),
+                what=f'arch {n_done + 1}/{len(todo)}',
+            )
+        )
         append_row(path, row)
         done[i] = row
         per_arch.append(time.perf_counter() - t0 - row.get('seconds_compile', 0.0))
         eta = np.mean(per_arch[-10:]) * (len(todo) - n_done - 1)
-        logging.info('arch %d/%d (row %d, index %d, %s): test acc %.2f %%; %s; %.1f s '
-                     '(+%.1f s compile), ETA %.1f min', n_done + 1, len(todo), i, a['index'],
-                     row['arch_str'], row['test_accuracy'], passes.summary(row),
-                     per_arch[-1], row.get('seconds_compile', 0.0), eta / 60)
+        logging.info(
+            'arch %d/%d (row %d, index %d, %s): test acc %.2f %%; %s; %.1f s '
+            '(+%.1f s compile), ETA %.1f min',
+            n_done + 1,
+            len(todo),
+            i,
+            a['index'],
+            row['arch_str'],
+            row['test_accuracy'],
+            passes.summary(row),
+            per_arch[-1],
+            row.get('seconds_compile', 0.0),
+            eta / 60,
+        )
     rows = [done[i] for i in range(len(archs))]
     write_csv(os.path.join(workdir, 'study.csv'), rows)
     md = report_markdown(rows, config)
     fileio.atomic_write_text(os.path.join(workdir, 'study.md'), md)
     drew = plot(os.path.join(workdir, 'study.png'), rows)
     logging.info('Proxy study done in %.1f min:\n%s', (time.perf_counter() - t_start) / 60, md)
-    logging.info('Wrote study.csv, study.md%s in %s', ', study.png' if drew else
-                 ' (no study.png: matplotlib is not installed)', workdir)
+    logging.info(
+        'Wrote study.csv, study.md%s in %s',
+        ', study.png' if drew else ' (no study.png: matplotlib is not installed)',
+        workdir,
+    )
     return rows

@@ -25,8 +25,10 @@ def steps_k(config) -> list[int]:
     except ValueError:
         ks = [-1]
     if any(k < 0 or k > int(config.proxy.steps) for k in ks):
-        raise UserError(f'config.study.steps_k={text!r} is invalid: integers in [0, '
-                        f'proxy.steps={config.proxy.steps}] separated by commas, or empty')
+        raise UserError(
+            f'config.study.steps_k={text!r} is invalid: integers in [0, '
+            f'proxy.steps={config.proxy.steps}] separated by commas, or empty'
+        )
     return ks
 
 
@@ -46,10 +48,10 @@ class _WithHeldOut:
         import jax
 
         x, held = images
-        (logits, feats), state = self.model.apply(variables, x, genome, train=train,
-                                                  mutable=mutable)
-        (_, held_feats), _ = self.model.apply(variables, held, genome, train=train,
-                                              mutable=mutable)
+        (logits, feats), state = self.model.apply(
+            variables, x, genome, train=train, mutable=mutable
+        )
+        (_, held_feats), _ = self.model.apply(variables, held, genome, train=train, mutable=mutable)
         return (logits, list(feats) + [jax.lax.stop_gradient(f) for f in held_feats]), state
 
 
@@ -65,8 +67,9 @@ def rmi_program(model, settings, *, heldout: bool):
 
     from hwnas_jax import proxy
 
-    member = proxy.make_member_fn(_WithHeldOut(model) if heldout else model, settings,
-                                  trajectory=True)
+    member = proxy.make_member_fn(
+        _WithHeldOut(model) if heldout else model, settings, trajectory=True
+    )
 
     def fn(base_seed, seeds, genome, images, held, labels, ref, ref_held):
         v = proxy.init_members(model, base_seed, seeds, genome[None], images)
@@ -131,8 +134,9 @@ class Passes:
         backend = jax.default_backend()
         self._bn = self._noise = None
         if s.rmi:
-            batch = search_batch.load_or_make_batch(config, os.path.join(workdir, 'batch.npz'),
-                                                    self.seed)
+            batch = search_batch.load_or_make_batch(
+                config, os.path.join(workdir, 'batch.npz'), self.seed
+            )
             self.num_layers = len(batch['ref_features'])
             module, variables = reference.load(config)
             held, ref_held = batch['images'][:2], []
@@ -141,20 +145,30 @@ class Passes:
                 rng = np.random.default_rng([self.seed, 3])
                 pick = rng.choice(len(images), int(s.heldout_size), replace=False)
                 held = data.normalize(images[np.sort(pick)])
-                feature_fn = reference.make_feature_fn(module, variables,
-                                                       bn_mode=config.reference.bn_mode)
+                feature_fn = reference.make_feature_fn(
+                    module, variables, bn_mode=config.reference.bn_mode
+                )
                 ref_held = [np.asarray(f) for f in feature_fn(held)[1]]
             # The 'loop' strategy's network: each member runs only its chosen ops.
             self._model = space.population_network(strategy='loop', backend=backend)
-            self._rmi_args = (jnp.asarray(batch['images'], jnp.float32),
-                              jnp.asarray(held, jnp.float32),
-                              jnp.asarray(batch['labels'], jnp.int32),
-                              [jnp.asarray(f, jnp.float32) for f in batch['ref_features']],
-                              [jnp.asarray(f, jnp.float32) for f in ref_held])
+            self._rmi_args = (
+                jnp.asarray(batch['images'], jnp.float32),
+                jnp.asarray(held, jnp.float32),
+                jnp.asarray(batch['labels'], jnp.int32),
+                [jnp.asarray(f, jnp.float32) for f in batch['ref_features']],
+                [jnp.asarray(f, jnp.float32) for f in ref_held],
+            )
 
             def scorer(b, seed):
-                return proxy.make_scorer(space, b, self.settings, strategy=config.proxy.strategy,
-                                         chunk_size=1, population=1, seed=seed)
+                return proxy.make_scorer(
+                    space,
+                    b,
+                    self.settings,
+                    strategy=config.proxy.strategy,
+                    chunk_size=1,
+                    population=1,
+                    seed=seed,
+                )
 
             if s.bn_pass:
                 self.other_bn = 'train' if config.reference.bn_mode == 'eval' else 'eval'
@@ -174,11 +188,13 @@ class Passes:
             options = dict(COMPILER_OPTIONS) or None
             if key not in _COMPILED:
                 _COMPILED[key] = (
-                    jax.jit(functools.partial(proxy.init_members, zmodel),
-                            compiler_options=options),
+                    jax.jit(
+                        functools.partial(proxy.init_members, zmodel), compiler_options=options
+                    ),
                     zero_cost.nb201_naswot_kernel(zmodel, compiler_options=options),
                     zero_cost.nb201_synflow(zmodel, (size, size, 3), compiler_options=options),
-                    [False])
+                    [False],
+                )
             self._init, self._naswot, self._synflow, self._zc_compiled = _COMPILED[key]
 
     def _call(self, what: str, fn, *args):
@@ -191,15 +207,26 @@ class Passes:
 
     def _rmi_compiled(self, args, what: str):
         """The compiled RMI program for ``args`` (compiled once per process and shapes)."""
-        key = ('rmi', repr(self._model), self.settings, self.heldout, _shapes(args),
-               tuple(sorted(COMPILER_OPTIONS.items())))
+        key = (
+            'rmi',
+            repr(self._model),
+            self.settings,
+            self.heldout,
+            _shapes(args),
+            tuple(sorted(COMPILER_OPTIONS.items())),
+        )
         if key not in _COMPILED:
             fn = self._jax.jit(rmi_program(self._model, self.settings, heldout=self.heldout))
             t0 = time.perf_counter()
-            logging.info('Compiling the study program (%d steps, trajectory%s)',
-                         self.settings.steps, ', held-out CKA' if self.heldout else '')
-            _COMPILED[key] = self._call(f'{what} compiling', lambda: fn.lower(*args).compile(
-                compiler_options=COMPILER_OPTIONS or None))
+            logging.info(
+                'Compiling the study program (%d steps, trajectory%s)',
+                self.settings.steps,
+                ', held-out CKA' if self.heldout else '',
+            )
+            _COMPILED[key] = self._call(
+                f'{what} compiling',
+                lambda: fn.lower(*args).compile(compiler_options=COMPILER_OPTIONS or None),
+            )
             self.compile_seconds += time.perf_counter() - t0
             logging.info('Compiled in %.1f s', time.perf_counter() - t0)
         return _COMPILED[key]
@@ -219,12 +246,21 @@ class Passes:
             compiled = self._rmi_compiled(args, what)
             t0 = time.perf_counter()
             out = self._call(f'{what} training', compiled, *args)
-            row.update(rmi_variables(out, num_layers=self.num_layers, beta=self.settings.beta,
-                                     steps=self.settings.steps, ks=self.ks,
-                                     heldout=self.heldout))
+            row.update(
+                rmi_variables(
+                    out,
+                    num_layers=self.num_layers,
+                    beta=self.settings.beta,
+                    steps=self.settings.steps,
+                    ks=self.ks,
+                    heldout=self.heldout,
+                )
+            )
             row['seconds_rmi'] = time.perf_counter() - t0
-            for name, scorer, wanted in (('phi_bn_' + getattr(self, 'other_bn', ''), self._bn,
-                                          True), ('phi_seed2', self._noise, noise)):
+            for name, scorer, wanted in (
+                ('phi_bn_' + getattr(self, 'other_bn', ''), self._bn, True),
+                ('phi_seed2', self._noise, noise),
+            ):
                 if scorer is None or not wanted:
                     continue
                 t0, c0 = time.perf_counter(), scorer.compile_seconds
@@ -250,7 +286,10 @@ class Passes:
     @staticmethod
     def summary(row: dict[str, Any]) -> str:
         """The main values of a row, for the progress line."""
-        parts = [f'{k} {row[k]:.4g}' for k in ('phi', 'loss', 'phi_heldout', 'naswot',
-                                               'synflow') if row.get(k) is not None]
+        parts = [
+            f'{k} {row[k]:.4g}'
+            for k in ('phi', 'loss', 'phi_heldout', 'naswot', 'synflow')
+            if row.get(k) is not None
+        ]
         parts += [f'{k} {v:.4g}' for k, v in row.items() if k.startswith('phi_bn_')]
         return ', '.join(parts)

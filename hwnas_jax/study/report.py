@@ -26,8 +26,11 @@ from hwnas_jax.study.stats import (
 def _fmt(v: float, ci=None) -> str:
     if v is None or not np.isfinite(v):
         return 'n/a'
-    return f'{v:.3f}' if ci is None or not np.all(np.isfinite(ci)) else (
-        f'{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]')
+    return (
+        f'{v:.3f}'
+        if ci is None or not np.all(np.isfinite(ci))
+        else (f'{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]')
+    )
 
 
 def preset_for(name: str) -> str | None:
@@ -46,54 +49,78 @@ def report_markdown(rows: list[dict[str, Any]], config) -> str:
     seed = int(config.seed)
     names = variables_of(rows)
     k = min(int(s.top_k), len(rows))
-    intro = (f'Target: NAS-Bench-201 CIFAR-10 test accuracy (200 epochs) of each genome; '
-             f'{"connected " if s.connected_only else ""}canonical classes drawn uniformly '
-             f'(seed {seed}); proxy: {config.proxy.steps} steps, batch {config.proxy.batch_size}, '
-             f'reference BN {config.reference.bn_mode}. 95 % intervals: {s.bootstrap} bootstrap '
-             'resamples of the architectures. Losses are negated (higher = better).')
-    lines = [f'# Proxy study: rank quality on NAS-Bench-201 CIFAR-10 ({len(rows)} architectures)',
-             '', intro, '',
-             f'| variable | what | n | Kendall tau | Spearman rho | top-{k} hit rate |',
-             '|---|---|---|---|---|---|']
+    intro = (
+        f'Target: NAS-Bench-201 CIFAR-10 test accuracy (200 epochs) of each genome; '
+        f'{"connected " if s.connected_only else ""}canonical classes drawn uniformly '
+        f'(seed {seed}); proxy: {config.proxy.steps} steps, batch {config.proxy.batch_size}, '
+        f'reference BN {config.reference.bn_mode}. 95 % intervals: {s.bootstrap} bootstrap '
+        'resamples of the architectures. Losses are negated (higher = better).'
+    )
+    lines = [
+        f'# Proxy study: rank quality on NAS-Bench-201 CIFAR-10 ({len(rows)} architectures)',
+        '',
+        intro,
+        '',
+        f'| variable | what | n | Kendall tau | Spearman rho | top-{k} hit rate |',
+        '|---|---|---|---|---|---|',
+    ]
     for name in names:
         c = correlations(rows, name, top_k=k, resamples=int(s.bootstrap), seed=seed)
-        lines.append(f"| {name} | {describe_variable(name)} | {c['n']} | "
-                     f"{_fmt(c['kendall'], c['kendall_ci'])} | "
-                     f"{_fmt(c['spearman'], c['spearman_ci'])} | "
-                     f"{_fmt(c['top_k'], c['top_k_ci'])} |")
+        lines.append(
+            f'| {name} | {describe_variable(name)} | {c["n"]} | '
+            f'{_fmt(c["kendall"], c["kendall_ci"])} | '
+            f'{_fmt(c["spearman"], c["spearman_ci"])} | '
+            f'{_fmt(c["top_k"], c["top_k_ci"])} |'
+        )
     lines += ['', '## Noise', '']
     gt = correlations(rows, 'valid_accuracy', top_k=k, resamples=int(s.bootstrap), seed=seed)
-    lines.append(f"- Ground truth: NAS-Bench-201's separately trained 'cifar10-valid' networks "
-                 f"(valid accuracy) against the test accuracy: Kendall "
-                 f"{_fmt(gt['kendall'], gt['kendall_ci'])}, Spearman "
-                 f"{_fmt(gt['spearman'], gt['spearman_ci'])} (n = {gt['n']}): about the "
-                 'ceiling of any proxy.')
+    lines.append(
+        f"- Ground truth: NAS-Bench-201's separately trained 'cifar10-valid' networks "
+        f'(valid accuracy) against the test accuracy: Kendall '
+        f'{_fmt(gt["kendall"], gt["kendall_ci"])}, Spearman '
+        f'{_fmt(gt["spearman"], gt["spearman_ci"])} (n = {gt["n"]}): about the '
+        'ceiling of any proxy.'
+    )
     noisy = [r for r in rows if r.get('phi_seed2') is not None]
     if len(noisy) >= 3:
         x = [r['phi'] for r in noisy]
         y = [r['phi_seed2'] for r in noisy]
-        lines.append(f'- Proxy seed: phi with proxy seed + 1 against phi (n = {len(noisy)}): '
-                     f'Kendall {_fmt(kendall_tau(x, y))}, Spearman {_fmt(spearman(x, y))}; mean '
-                     f'|difference| {np.mean(np.abs(np.subtract(x, y))):.4f}.')
+        lines.append(
+            f'- Proxy seed: phi with proxy seed + 1 against phi (n = {len(noisy)}): '
+            f'Kendall {_fmt(kendall_tau(x, y))}, Spearman {_fmt(spearman(x, y))}; mean '
+            f'|difference| {np.mean(np.abs(np.subtract(x, y))):.4f}.'
+        )
     lines.append('- The intervals above are the sampling noise of the architectures drawn.')
     candidates = [v for v in names if v != 'phi' and v not in BASELINES]
     half = split_half(rows, candidates, resamples=int(s.bootstrap), seed=seed)
-    lines += ['', '## Is a variant better than phi? (chosen on one half, measured on the other)',
-              '']
+    lines += [
+        '',
+        '## Is a variant better than phi? (chosen on one half, measured on the other)',
+        '',
+    ]
     if half is None:
         lines.append('Not enough architectures (8 or more) or no variant.')
     else:
         lo, hi = half['delta_ci']
-        verdict = ('better than phi on the held-out half' if lo > 0 else
-                   'not shown better than phi on the held-out half (the interval includes 0)'
-                   if hi >= 0 else 'worse than phi on the held-out half')
+        verdict = (
+            'better than phi on the held-out half'
+            if lo > 0
+            else 'not shown better than phi on the held-out half (the interval includes 0)'
+            if hi >= 0
+            else 'worse than phi on the held-out half'
+        )
         preset = preset_for(half['chosen'])
-        lines.append(f"Best variant on half A (n = {half['n_a']}): **{half['chosen']}** (tau "
-                     f"{_fmt(half['tau_a'])}). On half B (n = {half['n_b']}): tau "
-                     f"{_fmt(half['tau_b'])} vs phi {_fmt(half['tau_b_phi'])}; difference 95 % "
-                     f'interval [{lo:.3f}, {hi:.3f}]: {verdict}. '
-                     + (f'A search ranks by it with `{preset}`.' if preset else
-                        'No search config ranks by it yet.'))
+        lines.append(
+            f'Best variant on half A (n = {half["n_a"]}): **{half["chosen"]}** (tau '
+            f'{_fmt(half["tau_a"])}). On half B (n = {half["n_b"]}): tau '
+            f'{_fmt(half["tau_b"])} vs phi {_fmt(half["tau_b_phi"])}; difference 95 % '
+            f'interval [{lo:.3f}, {hi:.3f}]: {verdict}. '
+            + (
+                f'A search ranks by it with `{preset}`.'
+                if preset
+                else 'No search config ranks by it yet.'
+            )
+        )
     return '\n'.join(lines) + '\n'
 
 
@@ -104,8 +131,12 @@ def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator='\n')
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ','.join(map(str, v)) if isinstance(v, list) else
-                         ('' if v is None else v) for k, v in r.items()})
+        writer.writerow(
+            {
+                k: ','.join(map(str, v)) if isinstance(v, list) else ('' if v is None else v)
+                for k, v in r.items()
+            }
+        )
     fileio.atomic_write_text(path, buf.getvalue())
 
 
@@ -113,15 +144,33 @@ def plot(path: str, rows: list[dict[str, Any]]) -> bool:
     """study.png: test accuracy against the main variables; False without matplotlib."""
     try:
         import matplotlib
+
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    names = [v for v in ('phi', 'loss', 'phi_heldout', 'phi_bn_train', 'phi_bn_eval', 'naswot',
-                         'synflow', 'flops', 'params') if v in rows[0]]
+    names = [
+        v
+        for v in (
+            'phi',
+            'loss',
+            'phi_heldout',
+            'phi_bn_train',
+            'phi_bn_eval',
+            'naswot',
+            'synflow',
+            'flops',
+            'params',
+        )
+        if v in rows[0]
+    ]
     cols = min(3, len(names))
-    fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(4 * cols, 3.2 * (
-        -(-len(names) // cols))), squeeze=False)
+    fig, axes = plt.subplots(
+        -(-len(names) // cols),
+        cols,
+        figsize=(4 * cols, 3.2 * (-(-len(names) // cols))),
+        squeeze=False,
+    )
     for ax, name in zip(axes.flat, names):
         x, y = _finite_pairs(rows, name)
         x = -x if name in LOWER_IS_BETTER else x
@@ -130,14 +179,15 @@ def plot(path: str, rows: list[dict[str, Any]]) -> bool:
         ax.scatter(x, y, s=8, alpha=0.7)
         ax.set_xlabel(name)
         ax.set_ylabel('NB201 test accuracy (%)')
-        ax.set_title(f'Kendall {kendall_tau(x, y) if name != "loss" else -kendall_tau(x, y):.3f}'
-                     if len(x) > 2 else '')
-    for ax in list(axes.flat)[len(names):]:
+        ax.set_title(
+            f'Kendall {kendall_tau(x, y) if name != "loss" else -kendall_tau(x, y):.3f}'
+            if len(x) > 2
+            else ''
+        )
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis('off')
     fig.tight_layout()
     fig.savefig(path + '.tmp.png', dpi=100)
     plt.close(fig)
     os.replace(path + '.tmp.png', path)
     return True
-
-

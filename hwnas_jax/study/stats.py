@@ -19,8 +19,9 @@ LOWER_IS_BETTER = ('loss',)  # Prefixes of variables ranked by their negation.
 
 def rankdata(x) -> np.ndarray:
     """1-based ranks of ``x`` [n], ties given their average rank (float64 [n])."""
-    _, inverse, counts = np.unique(np.asarray(x, np.float64), return_inverse=True,
-                                   return_counts=True)
+    _, inverse, counts = np.unique(
+        np.asarray(x, np.float64), return_inverse=True, return_counts=True
+    )
     ends = np.cumsum(counts)
     return (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
 
@@ -61,8 +62,7 @@ def bootstrap(stat, x, y, *, resamples: int, seed: int = 0) -> tuple[float, floa
     """95 % percentile interval of ``stat(x[i], y[i])`` over resampled architectures ``i``."""
     rng = np.random.default_rng([seed, 14])
     x, y = np.asarray(x), np.asarray(y)
-    values = [stat(x[i], y[i]) for i in (rng.integers(0, len(x), len(x))
-                                         for _ in range(resamples))]
+    values = [stat(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(resamples))]
     lo, hi = np.nanpercentile(values, [2.5, 97.5]) if np.isfinite(values).any() else (np.nan,) * 2
     return float(lo), float(hi)
 
@@ -82,14 +82,18 @@ def describe_variable(name: str) -> str:
         'phi': 'sum of layer CKAs after proxy.steps steps (the paper)',
         'loss': 'final mixed loss, negated (RMI-NAS)',
         'phi_heldout': 'phi on held-out test images',
-        'flops': 'MFLOPs of the genome', 'params': 'M parameters of the genome',
+        'flops': 'MFLOPs of the genome',
+        'params': 'M parameters of the genome',
         'flops_canonical': 'MFLOPs of the canonical cell',
         'naswot': 'NASWOT log det K_H (Mellor et al. 2021)',
         'synflow': 'synflow (Tanaka et al. 2020; Abdelfattah et al. 2021)',
     }
     head, _, k = name.rpartition('_k')
-    per_step = {'phi': 'phi after {} steps (same run)', 'loss': 'mixed loss after {} steps, '
-                'negated', 'phi_heldout': 'phi on held-out images after {} steps'}
+    per_step = {
+        'phi': 'phi after {} steps (same run)',
+        'loss': 'mixed loss after {} steps, negated',
+        'phi_heldout': 'phi on held-out images after {} steps',
+    }
     if name in fixed:
         return fixed[name]
     if head in per_step and k.isdigit():
@@ -103,8 +107,17 @@ def describe_variable(name: str) -> str:
 
 def variables_of(rows: list[dict[str, Any]]) -> list[str]:
     """The ranking variables present in ``rows``: phi first, then variants, then baselines."""
-    skip = {'row', 'index', 'arch_str', 'genome', 'canonical', 'canonical_index',
-            'test_accuracy', 'valid_accuracy', 'phi_seed2'}
+    skip = {
+        'row',
+        'index',
+        'arch_str',
+        'genome',
+        'canonical',
+        'canonical_index',
+        'test_accuracy',
+        'valid_accuracy',
+        'phi_seed2',
+    }
     names = [k for k in rows[0] if k not in skip and not k.startswith('seconds')]
     return sorted(names, key=lambda k: (k != 'phi', k in BASELINES, names.index(k)))
 
@@ -116,13 +129,23 @@ def _finite_pairs(rows, name: str, target: str = 'test_accuracy'):
     return x[ok], y[ok]
 
 
-def correlations(rows: list[dict[str, Any]], name: str, *, top_k: int, resamples: int,
-                 seed: int = 0, target: str = 'test_accuracy') -> dict[str, Any]:
+def correlations(
+    rows: list[dict[str, Any]],
+    name: str,
+    *,
+    top_k: int,
+    resamples: int,
+    seed: int = 0,
+    target: str = 'test_accuracy',
+) -> dict[str, Any]:
     """Kendall tau, Spearman rho and top-k hit rate of one variable, with bootstrap CIs."""
     x, y = _finite_pairs(rows, name, target)
     out: dict[str, Any] = {'variable': name, 'n': len(x)}
-    stats = {'kendall': kendall_tau, 'spearman': spearman,
-             'top_k': lambda a, b: top_k_hits(a, b, top_k)}
+    stats = {
+        'kendall': kendall_tau,
+        'spearman': spearman,
+        'top_k': lambda a, b: top_k_hits(a, b, top_k),
+    }
     for key, fn in stats.items():
         if len(x) < 3:
             out[key], out[key + '_ci'] = float('nan'), (float('nan'),) * 2
@@ -132,8 +155,9 @@ def correlations(rows: list[dict[str, Any]], name: str, *, top_k: int, resamples
     return out
 
 
-def split_half(rows: list[dict[str, Any]], candidates: list[str], *, resamples: int,
-               seed: int = 0) -> dict[str, Any] | None:
+def split_half(
+    rows: list[dict[str, Any]], candidates: list[str], *, resamples: int, seed: int = 0
+) -> dict[str, Any] | None:
     """Chooses the best-tau variant on a random half, and compares it with phi on the other.
 
     Returns the chosen name, its tau on half A, both taus on half B, and the paired-bootstrap
@@ -143,19 +167,32 @@ def split_half(rows: list[dict[str, Any]], candidates: list[str], *, resamples: 
     if len(rows) < 8 or not candidates:
         return None
     perm = np.random.default_rng([seed, 13]).permutation(len(rows))
-    half_a = [rows[i] for i in perm[:len(rows) // 2]]
-    half_b = [rows[i] for i in perm[len(rows) // 2:]]
+    half_a = [rows[i] for i in perm[: len(rows) // 2]]
+    half_b = [rows[i] for i in perm[len(rows) // 2 :]]
     tau_a = {v: kendall_tau(*_finite_pairs(half_a, v)) for v in candidates}
     chosen = max(candidates, key=lambda v: -np.inf if np.isnan(tau_a[v]) else tau_a[v])
-    keep = [r for r in half_b if all(np.isfinite(r.get(v) if r.get(v) is not None else np.nan)
-                                     for v in (chosen, 'phi'))]
+    keep = [
+        r
+        for r in half_b
+        if all(np.isfinite(r.get(v) if r.get(v) is not None else np.nan) for v in (chosen, 'phi'))
+    ]
     xv = oriented(chosen, [r[chosen] for r in keep])
     xp = np.asarray([r['phi'] for r in keep], np.float64)
     y = np.asarray([r['test_accuracy'] for r in keep], np.float64)
     both = np.stack([xv, xp], 1)
-    delta = bootstrap(lambda b, t: kendall_tau(b[:, 0], t) - kendall_tau(b[:, 1], t), both, y,
-                      resamples=resamples, seed=seed + 1)
-    return {'chosen': chosen, 'tau_a': tau_a[chosen], 'n_a': len(half_a), 'n_b': len(keep),
-            'tau_b': kendall_tau(xv, y), 'tau_b_phi': kendall_tau(xp, y), 'delta_ci': delta}
-
-
+    delta = bootstrap(
+        lambda b, t: kendall_tau(b[:, 0], t) - kendall_tau(b[:, 1], t),
+        both,
+        y,
+        resamples=resamples,
+        seed=seed + 1,
+    )
+    return {
+        'chosen': chosen,
+        'tau_a': tau_a[chosen],
+        'n_a': len(half_a),
+        'n_b': len(keep),
+        'tau_b': kendall_tau(xv, y),
+        'tau_b_phi': kendall_tau(xp, y),
+        'delta_ci': delta,
+    }

@@ -62,17 +62,41 @@ from hwnas_jax.search.figure2.outputs import (
 
 DEVICES = hw_costs.DEVICES + ('flops',)
 LATENCY_COLUMNS = tuple(f'latency_{d}' for d in hw_costs.DEVICES)
-COLUMNS = ('device', 'metric', 'budget', 'unit', 'seed', 'proxy_seed', 'search', 'index',
-           'arch_str', 'genome', 'cost', 'feasible', 'test_accuracy', 'valid_accuracy',
-           'rank_feasible', 'best_feasible_index', 'best_feasible_accuracy', 'regret', 'score',
-           'fitness', 'flops', 'params', *LATENCY_COLUMNS, 'search_seconds', 'architectures',
-           'trained')
+COLUMNS = (
+    'device',
+    'metric',
+    'budget',
+    'unit',
+    'seed',
+    'proxy_seed',
+    'search',
+    'index',
+    'arch_str',
+    'genome',
+    'cost',
+    'feasible',
+    'test_accuracy',
+    'valid_accuracy',
+    'rank_feasible',
+    'best_feasible_index',
+    'best_feasible_accuracy',
+    'regret',
+    'score',
+    'fitness',
+    'flops',
+    'params',
+    *LATENCY_COLUMNS,
+    'search_seconds',
+    'architectures',
+    'trained',
+)
 SIDECAR = 'figure2.json'  # Per search: wall seconds and store growth while it ran here.
 
 
 @dataclasses.dataclass(frozen=True)
 class Search:
     """One point of the grid; ``position`` counts from 1 in the grid's order."""
+
     device: str
     budget: float
     seed: int
@@ -91,8 +115,10 @@ def parse_devices(text: str) -> list[str]:
     devices = [d.strip() for d in str(text).split(',') if d.strip()]
     bad = [d for d in devices if d not in DEVICES]
     if not devices or bad or len(set(devices)) != len(devices):
-        raise UserError(f'config.figure2.devices={text!r} is invalid: distinct names from '
-                        f'{", ".join(DEVICES)}, separated by commas')
+        raise UserError(
+            f'config.figure2.devices={text!r} is invalid: distinct names from '
+            f'{", ".join(DEVICES)}, separated by commas'
+        )
     return devices
 
 
@@ -117,8 +143,10 @@ def _numbers(text: str, field: str) -> list[float]:
     except ValueError:
         values = []
     if not values or any(not np.isfinite(v) or v <= 0 for v in values):
-        raise UserError(f'config.{field}={text!r} is invalid: positive numbers separated by '
-                        "commas, e.g. '3,5,8', or per device 'pixel3:3,5;flops:50,100'")
+        raise UserError(
+            f'config.{field}={text!r} is invalid: positive numbers separated by '
+            "commas, e.g. '3,5,8', or per device 'pixel3:3,5;flops:50,100'"
+        )
     return values
 
 
@@ -133,8 +161,10 @@ def budgets(config) -> dict[str, list[float]]:
             device, _, values = part.partition(':')
             device = device.strip()
             if device not in devices:
-                raise UserError(f'config.figure2.budgets={text!r} is invalid: {device!r} is not '
-                                f'in figure2.devices ({f2.devices})')
+                raise UserError(
+                    f'config.figure2.budgets={text!r} is invalid: {device!r} is not '
+                    f'in figure2.devices ({f2.devices})'
+                )
             given[device] = _numbers(values, 'figure2.budgets')
     elif text:
         given = dict.fromkeys(devices, _numbers(text, 'figure2.budgets'))
@@ -147,8 +177,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     except ValueError:
         i, n = -1, 0
     if not 0 <= i < n:
-        raise UserError(f"config.figure2.shard={text!r} is invalid: 'i/n' with 0 <= i < n, "
-                        "e.g. '0/1' (everything) or '2/4'")
+        raise UserError(
+            f"config.figure2.shard={text!r} is invalid: 'i/n' with 0 <= i < n, "
+            "e.g. '0/1' (everything) or '2/4'"
+        )
     return i, n
 
 
@@ -156,8 +188,12 @@ def grid(config) -> list[Search]:
     """Every search of the grid in its order: seed-major, then device, then budget."""
     parse_shard(config.figure2.shard)
     per_device = budgets(config)
-    points = [(d, b, int(config.seed) + k) for k in range(int(config.figure2.seeds))
-              for d, bs in per_device.items() for b in bs]
+    points = [
+        (d, b, int(config.seed) + k)
+        for k in range(int(config.figure2.seeds))
+        for d, bs in per_device.items()
+        for b in bs
+    ]
     return [Search(d, b, s, i + 1) for i, (d, b, s) in enumerate(points)]
 
 
@@ -219,8 +255,9 @@ def finished(cfg, directory: str):
     state = st.load(directory, cfg)
     if state is None or state.generation < int(cfg.ga.generations):
         return None
-    return fileio.load_json(best_path, what='a search result', fix='delete it: rerunning the '
-                            'grid writes it again'), state
+    return fileio.load_json(
+        best_path, what='a search result', fix='delete it: rerunning the grid writes it again'
+    ), state
 
 
 def run_search(config, root: str, s: Search, total: int, store: str | None) -> str:
@@ -241,16 +278,27 @@ def run_search(config, root: str, s: Search, total: int, store: str | None) -> s
             return 'busy'
         fileio.atomic_write_json(os.path.join(directory, 'config.json'), cfg.to_dict(), indent=2)
         side_path = os.path.join(directory, SIDECAR)
-        side = fileio.load_json(side_path, what='figure2 search notes', fix='delete it') if (
-            os.path.exists(side_path)) else {'wall_seconds': 0.0, 'trained': 0}
+        side = (
+            fileio.load_json(side_path, what='figure2 search notes', fix='delete it')
+            if (os.path.exists(side_path))
+            else {'wall_seconds': 0.0, 'trained': 0}
+        )
+
         def count() -> int:
             with score_store.ScoreStore(store) as ss:
                 return ss.count()
 
         before, t0 = count() if store else 0, time.perf_counter()
-        logging.info('search %d/%d: %s (%s <= %g %s, GA seed %d)', s.position, total, s.name,
-                     s.metric if s.device == 'flops' else f'latency@{s.device}', s.budget,
-                     unit(s.device), s.seed)
+        logging.info(
+            'search %d/%d: %s (%s <= %g %s, GA seed %d)',
+            s.position,
+            total,
+            s.name,
+            s.metric if s.device == 'flops' else f'latency@{s.device}',
+            s.budget,
+            unit(s.device),
+            s.seed,
+        )
         with prefixed_logs(f'[search {s.position}/{total} {s.name}] '):
             best = loop.run(cfg, directory)
         side['wall_seconds'] += time.perf_counter() - t0
@@ -267,23 +315,38 @@ def row(config, s: Search, directory: str, best: dict, state) -> dict[str, Any]:
     c = best.get('costs', {})
     key = 'flops' if s.device == 'flops' else f'latency@{s.device}'
     side_path = os.path.join(directory, SIDECAR)
-    side = fileio.load_json(side_path, what='figure2 search notes', fix='delete it') if (
-        os.path.exists(side_path)) else {}
+    side = (
+        fileio.load_json(side_path, what='figure2 search notes', fix='delete it')
+        if (os.path.exists(side_path))
+        else {}
+    )
     return {
-        'device': s.device, 'metric': s.metric, 'budget': s.budget, 'unit': unit(s.device),
-        'seed': s.seed, 'proxy_seed': proxy_seed(config), 'search': s.name,
-        'index': best['index'], 'arch_str': best['arch_str'],
-        'genome': ','.join(map(str, best['genome'])), 'cost': c.get(key),
+        'device': s.device,
+        'metric': s.metric,
+        'budget': s.budget,
+        'unit': unit(s.device),
+        'seed': s.seed,
+        'proxy_seed': proxy_seed(config),
+        'search': s.name,
+        'index': best['index'],
+        'arch_str': best['arch_str'],
+        'genome': ','.join(map(str, best['genome'])),
+        'cost': c.get(key),
         'feasible': c.get(key) is not None and c[key] <= s.budget,
         'test_accuracy': found and found['test_accuracy'],
         'valid_accuracy': found and found['valid_accuracy'],
         'rank_feasible': found and found['rank_feasible'],
-        'best_feasible_index': bf.get('index'), 'best_feasible_accuracy': bf.get('test_accuracy'),
-        'regret': gt.get('regret') if found else None, 'score': best['score'],
-        'fitness': best['fitness'], 'flops': c.get('flops'), 'params': c.get('params'),
+        'best_feasible_index': bf.get('index'),
+        'best_feasible_accuracy': bf.get('test_accuracy'),
+        'regret': gt.get('regret') if found else None,
+        'score': best['score'],
+        'fitness': best['fitness'],
+        'flops': c.get('flops'),
+        'params': c.get('params'),
         **{f'latency_{d}': c.get(f'latency@{d}') for d in hw_costs.DEVICES},
         'search_seconds': sum(r['seconds'] + r['compile_seconds'] for r in state.history),
-        'architectures': best['evaluations'], 'trained': side.get('trained'),
+        'architectures': best['evaluations'],
+        'trained': side.get('trained'),
     }
 
 
@@ -310,29 +373,53 @@ def run(config, workdir: str) -> list[dict[str, Any]]:
     store = store_path(config, root)
     mine = [] if config.figure2.merge_only else searches[i::n]
     for device, bs in budgets(config).items():
-        logging.info('Figure 2 budgets for %s (%s): %s', device, unit(device),
-                     ', '.join(f'{b:g}' for b in bs))
-    logging.info('Figure 2 grid: %d searches in %s; this run (shard %d/%d%s) takes %d; proxy '
-                 'seed %d for every search; score store %s', len(searches), root, i, n,
-                 ', merge only' if config.figure2.merge_only else '', len(mine),
-                 proxy_seed(config), store or 'off')
+        logging.info(
+            'Figure 2 budgets for %s (%s): %s',
+            device,
+            unit(device),
+            ', '.join(f'{b:g}' for b in bs),
+        )
+    logging.info(
+        'Figure 2 grid: %d searches in %s; this run (shard %d/%d%s) takes %d; proxy '
+        'seed %d for every search; score store %s',
+        len(searches),
+        root,
+        i,
+        n,
+        ', merge only' if config.figure2.merge_only else '',
+        len(mine),
+        proxy_seed(config),
+        store or 'off',
+    )
     outcome = {'done': 0, 'ran': 0, 'busy': 0}
     for s in mine:
         outcome[run_search(config, root, s, len(searches), store)] += 1
-    logging.info('This shard: %d run, %d already finished, %d running elsewhere',
-                 outcome['ran'], outcome['done'], outcome['busy'])
+    logging.info(
+        'This shard: %d run, %d already finished, %d running elsewhere',
+        outcome['ran'],
+        outcome['done'],
+        outcome['busy'],
+    )
     rows, missing = merge(config, root, searches)
     fileio.atomic_write_text(os.path.join(root, 'figure2.csv'), csv_text(rows, COLUMNS))
     ops = op_table(config, rows) if rows else []
     fileio.atomic_write_text(os.path.join(root, 'figure3.csv'), csv_text(ops, OP_COLUMNS))
     pictures = plot(root, rows, ops) if rows else []
     if missing:
-        logging.info('Merged %d of %d searches; not finished: %s%s', len(rows), len(searches),
-                     ', '.join(missing[:10]), f' and {len(missing) - 10} more'
-                     if len(missing) > 10 else '')
+        logging.info(
+            'Merged %d of %d searches; not finished: %s%s',
+            len(rows),
+            len(searches),
+            ', '.join(missing[:10]),
+            f' and {len(missing) - 10} more' if len(missing) > 10 else '',
+        )
     if rows:
-        logging.info('Figure 2 (NAS-Bench-201 CIFAR-10 test accuracy of the found cells):\n%s',
-                     summary(rows))
-    logging.info('Wrote figure2.csv, figure3.csv%s in %s', ''.join(f', {p}' for p in pictures)
-                 or ' (no plots: matplotlib is not installed)', root)
+        logging.info(
+            'Figure 2 (NAS-Bench-201 CIFAR-10 test accuracy of the found cells):\n%s', summary(rows)
+        )
+    logging.info(
+        'Wrote figure2.csv, figure3.csv%s in %s',
+        ''.join(f', {p}' for p in pictures) or ' (no plots: matplotlib is not installed)',
+        root,
+    )
     return rows

@@ -26,9 +26,14 @@ def all_costs(config, device: str) -> np.ndarray:
     """[15625] cost of every cell on ``device`` (inf where HW-NAS-Bench has no value)."""
     hw = config.hardware
     metric = 'flops' if device == 'flops' else 'latency'
-    return hw_costs.cost(nb201.indices_to_genomes(np.arange(nb201.NUM_ARCHS)), metric,
-                         device=None if device == 'flops' else device, dataset=hw.dataset,
-                         missing='infeasible', table=hw.table)
+    return hw_costs.cost(
+        nb201.indices_to_genomes(np.arange(nb201.NUM_ARCHS)),
+        metric,
+        device=None if device == 'flops' else device,
+        dataset=hw.dataset,
+        missing='infeasible',
+        table=hw.table,
+    )
 
 
 def csv_text(rows: list[dict[str, Any]], columns) -> str:
@@ -58,18 +63,27 @@ def op_table(config, rows: list[dict[str, Any]], top: int = 10) -> list[dict[str
     for device in dict.fromkeys(r['device'] for r in rows):
         cost = all_costs(config, device) if acc is not None else None
         for b in sorted({r['budget'] for r in rows if r['device'] == device}):
-            found = [[int(v) for v in r['genome'].split(',')] for r in rows
-                     if (r['device'], r['budget']) == (device, b)]
+            found = [
+                [int(v) for v in r['genome'].split(',')]
+                for r in rows
+                if (r['device'], r['budget']) == (device, b)
+            ]
             groups = [('found', op_counts(found))]
             if cost is not None:
                 ok = np.flatnonzero(np.isfinite(cost) & (cost <= b))
                 best = ok[np.lexsort((ok, -acc[ok]))][:top]  # Ties to the lowest index.
-                groups.insert(0, (f'top{top}_feasible', op_counts(
-                    nb201.indices_to_genomes(best))))
+                groups.insert(0, (f'top{top}_feasible', op_counts(nb201.indices_to_genomes(best))))
             for cells, counts in groups:
                 if len(counts):
-                    out.append({'device': device, 'budget': b, 'cells': cells, 'n': len(counts),
-                                **dict(zip(nb201.OPS, counts.mean(0).tolist()))})
+                    out.append(
+                        {
+                            'device': device,
+                            'budget': b,
+                            'cells': cells,
+                            'n': len(counts),
+                            **dict(zip(nb201.OPS, counts.mean(0).tolist())),
+                        }
+                    )
     return out
 
 
@@ -81,16 +95,22 @@ def _stats(values) -> tuple[float, float, int]:
 
 def summary(rows: list[dict[str, Any]]) -> str:
     """Mean +- std test accuracy per device and budget, the best feasible, the mean regret."""
-    lines = [(f"{'device':>8} {'budget':>8} {'n':>3} {'accuracy':>15} {'best feasible':>13} "
-              f"{'regret':>7}")]
+    lines = [
+        (
+            f'{"device":>8} {"budget":>8} {"n":>3} {"accuracy":>15} {"best feasible":>13} '
+            f'{"regret":>7}'
+        )
+    ]
     for d in dict.fromkeys(r['device'] for r in rows):
         for b in sorted({r['budget'] for r in rows if r['device'] == d}):
             sel = [r for r in rows if (r['device'], r['budget']) == (d, b)]
             mean, std, n = _stats(r['test_accuracy'] for r in sel)
             best = sel[0]['best_feasible_accuracy']
             regret = _stats(r['regret'] for r in sel)[0]
-            lines.append(f'{d:>8} {b:>8g} {n:>3} {mean:>8.2f} ± {std:<4.2f} '
-                         f"{'n/a' if best is None else format(best, '.2f'):>13} {regret:>7.2f}")
+            lines.append(
+                f'{d:>8} {b:>8g} {n:>3} {mean:>8.2f} ± {std:<4.2f} '
+                f'{"n/a" if best is None else format(best, ".2f"):>13} {regret:>7.2f}'
+            )
     return '\n'.join(lines)
 
 
@@ -99,6 +119,7 @@ def plot(root: str, rows: list[dict[str, Any]], ops: list[dict[str, Any]]) -> li
     matplotlib)."""
     try:
         import matplotlib
+
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
@@ -114,23 +135,43 @@ def plot(root: str, rows: list[dict[str, Any]], ops: list[dict[str, Any]]) -> li
 
     devices = list(dict.fromkeys(r['device'] for r in rows))
     cols = min(4, len(devices))
-    fig, axes = plt.subplots(-(-len(devices) // cols), cols, figsize=(4 * cols, 3.2 * (
-        -(-len(devices) // cols))), squeeze=False)
+    fig, axes = plt.subplots(
+        -(-len(devices) // cols),
+        cols,
+        figsize=(4 * cols, 3.2 * (-(-len(devices) // cols))),
+        squeeze=False,
+    )
     for ax, d in zip(axes.flat, devices):
         bs = sorted({r['budget'] for r in rows if r['device'] == d})
-        st = [_stats(r['test_accuracy'] for r in rows if (r['device'], r['budget']) == (d, b))
-              for b in bs]
-        best = [next(r['best_feasible_accuracy'] for r in rows
-                     if (r['device'], r['budget']) == (d, b)) for b in bs]
-        ax.errorbar(bs, [m for m, _, _ in st], yerr=[s for _, s, _ in st], fmt='o', capsize=3,
-                    label='HW-EvRSNAS (mean ± std)')
-        ax.plot(bs, [np.nan if v is None else v for v in best], 'k--', marker='_', ms=12,
-                label='best feasible')
+        st = [
+            _stats(r['test_accuracy'] for r in rows if (r['device'], r['budget']) == (d, b))
+            for b in bs
+        ]
+        best = [
+            next(r['best_feasible_accuracy'] for r in rows if (r['device'], r['budget']) == (d, b))
+            for b in bs
+        ]
+        ax.errorbar(
+            bs,
+            [m for m, _, _ in st],
+            yerr=[s for _, s, _ in st],
+            fmt='o',
+            capsize=3,
+            label='HW-EvRSNAS (mean ± std)',
+        )
+        ax.plot(
+            bs,
+            [np.nan if v is None else v for v in best],
+            'k--',
+            marker='_',
+            ms=12,
+            label='best feasible',
+        )
         ax.set_title(d)
         ax.set_xlabel(f'budget ({unit(d)})')
         ax.set_ylabel('NB201 CIFAR-10 test accuracy (%)')
     axes.flat[0].legend(fontsize=7)
-    for ax in list(axes.flat)[len(devices):]:
+    for ax in list(axes.flat)[len(devices) :]:
         ax.axis('off')
     save(fig, 'figure2.png')
     flops = [r for r in rows if r['device'] == 'flops']
@@ -139,8 +180,14 @@ def plot(root: str, rows: list[dict[str, Any]], ops: list[dict[str, Any]]) -> li
         bs = sorted({r['budget'] for r in flops})
         for d in hw_costs.DEVICES:
             st = [_stats(r[f'latency_{d}'] for r in flops if r['budget'] == b) for b in bs]
-            ax.errorbar(bs, [m for m, _, _ in st], yerr=[s for _, s, _ in st], marker='o',
-                        capsize=3, label=d)
+            ax.errorbar(
+                bs,
+                [m for m, _, _ in st],
+                yerr=[s for _, s, _ in st],
+                marker='o',
+                capsize=3,
+                label=d,
+            )
         ax.set_xlabel('FLOPs budget (MFLOPs)')
         ax.set_ylabel('latency of the found cell (ms)')
         ax.set_yscale('log')
@@ -150,16 +197,22 @@ def plot(root: str, rows: list[dict[str, Any]], ops: list[dict[str, Any]]) -> li
         mine = [o for o in ops if o['device'] == d]
         kinds = list(dict.fromkeys(o['cells'] for o in mine))
         bs = sorted({o['budget'] for o in mine})
-        fig, axes = plt.subplots(len(kinds), len(bs), figsize=(2.2 * len(bs), 2.4 * len(kinds)),
-                                 squeeze=False, sharey=True)
+        fig, axes = plt.subplots(
+            len(kinds),
+            len(bs),
+            figsize=(2.2 * len(bs), 2.4 * len(kinds)),
+            squeeze=False,
+            sharey=True,
+        )
         for i, kind in enumerate(kinds):
             for j, b in enumerate(bs):
                 o = next((o for o in mine if (o['cells'], o['budget']) == (kind, b)), None)
                 ax = axes[i, j]
                 if o is not None:
                     ax.bar(range(nb201.NUM_OPS), [o[op] for op in nb201.OPS])
-                ax.set_xticks(range(nb201.NUM_OPS), [op.replace('_', '\n', 1) for op in nb201.OPS],
-                              fontsize=5)
+                ax.set_xticks(
+                    range(nb201.NUM_OPS), [op.replace('_', '\n', 1) for op in nb201.OPS], fontsize=5
+                )
                 ax.set_title(f'{kind}, {b:g} {unit(d)}', fontsize=7)
         axes[0, 0].set_ylabel('mean op count')
         save(fig, f'figure3-{d}.png')
