@@ -18,6 +18,7 @@ from typing import Any
 import flax
 from absl import logging
 
+from hwnas_jax import fileio
 from hwnas_jax.errors import UserError
 
 CHECKPOINT_NAME = 'checkpoint.msgpack'
@@ -28,19 +29,9 @@ REQUIRED = ('model', 'params', 'batch_stats')
 
 def write(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Writes ``state`` (a msgpack-able dict of host arrays) to ``path`` atomically."""
-    path = pathlib.Path(path)
     body = flax.serialization.msgpack_serialize(state)
-    tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(MAGIC + b'sha256 ' + hashlib.sha256(body).hexdigest().encode() + b'\n')
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    header = MAGIC + b'sha256 ' + hashlib.sha256(body).hexdigest().encode() + b'\n'
+    fileio.atomic_write_bytes(path, header + body)
 
 
 def _payload(path: pathlib.Path, raw: bytes) -> bytes:

@@ -26,7 +26,8 @@ from hwnas_jax.errors import UserError
 PathLike = str | os.PathLike
 
 
-def _atomic_write_bytes(path: PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Writes `data` to `path` atomically (temp file in the same folder, fsync, rename)."""
     path = os.fspath(path)
     tmp = f'{path}.tmp{os.getpid()}'
     try:
@@ -42,7 +43,7 @@ def _atomic_write_bytes(path: PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Writes `text` to `path` atomically (temp file, fsync, rename)."""
-    _atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text.encode())
 
 
 def json_safe(obj: Any) -> Any:
@@ -68,11 +69,29 @@ def atomic_write_json(path: PathLike, obj: Any, *, indent: int | None = None) ->
     atomic_write_text(path, dumps(obj, indent=indent, sort_keys=indent is not None) + '\n')
 
 
-def atomic_write_npz(path: PathLike, **arrays) -> None:
-    """Writes `arrays` as an uncompressed npz to `path` atomically."""
+def atomic_write_npz(path: PathLike, *, compressed: bool = False, **arrays) -> None:
+    """Writes `arrays` as an npz to `path` atomically."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    _atomic_write_bytes(path, buf.getvalue())
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_figure(path: PathLike, fig, *, dpi: int = 100) -> None:
+    """Writes a matplotlib figure as PNG to `path` atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def csv_text(rows, fieldnames) -> str:
+    """CSV text (header and rows) of dicts, for :func:`atomic_write_text`."""
+    import csv
+
+    buf = io.StringIO(newline='')
+    writer = csv.DictWriter(buf, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def sha256_file(path: PathLike) -> str:

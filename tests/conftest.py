@@ -23,3 +23,26 @@ def shared_data() -> pathlib.Path:
     if not SHARED.is_dir():
         pytest.skip('shared data folder not present next to the repository')
     return SHARED
+
+
+def make_image_folder(
+    root, classes=('a', 'b', 'c'), counts=(('train', 4), ('test', 1)), size=32, separable=True
+):
+    """An image folder `root/<split>/<class>/<i>.png` of random images (the data.source=folder
+    layout); with `separable`, each class is a brighter band of pixel values, so a few training
+    steps can learn it. Returns `root`."""
+    import numpy as np
+    from PIL import Image
+
+    root = pathlib.Path(root)
+    rng = np.random.default_rng(0)
+    for split, count in counts:
+        for label, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                if separable:
+                    pixels = rng.integers(0, 64, (size, size, 3)) + 60 * (label % 4)
+                else:
+                    pixels = rng.integers(0, 256, (size, size, 3))
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f'{i}.png')
+    return root

@@ -15,6 +15,7 @@ from PIL import Image
 from configs import base
 from hwnas_jax import data, fileio
 from hwnas_jax.errors import UserError
+from tests.conftest import make_image_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,14 +27,9 @@ def _config(**data_fields) -> config_dict.ConfigDict:
 
 
 def _make_folder(root: pathlib.Path, classes, per_class=3, size=8, splits=('train', 'test')):
-    rng = np.random.default_rng(0)
-    for split in splits:
-        for name in classes:
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / name / f'{i:04d}.png')
-    return root
+    return make_image_folder(
+        root, classes, [(s, per_class) for s in splits], size=size, separable=False
+    )
 
 
 def test_normalize_matches_formula_on_numpy_and_jax():

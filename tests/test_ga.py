@@ -38,7 +38,7 @@ def test_config_defaults_match_pevonas():
         (dict(mutation=-0.1), 'mutation'),
         (dict(mutation=float('nan')), 'mutation'),
         (dict(population=1, tournament=1, elites=0), 'population'),
-        (dict(generations=-1), 'generations'),
+        (dict(generations=0), 'generations'),
         (dict(population=20.0), 'integer'),
         (dict(elites=True), 'integer'),
         (dict(mutation='0.1'), 'probability'),

@@ -13,10 +13,10 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from hwnas_jax import reference, spaces, train_arch
 from hwnas_jax.spaces import ofa
+from tests.conftest import make_image_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
@@ -50,15 +50,7 @@ def _ofa_config(root):
 
 @pytest.fixture(scope='module')
 def folder(tmp_path_factory) -> pathlib.Path:
-    root = tmp_path_factory.mktemp('images')
-    rng = np.random.default_rng(0)
-    for split, count in (('train', 4), ('test', 1)):
-        for label, name in enumerate(('a', 'b', 'c')):
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 64, (32, 32, 3)) + 60 * label
-                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f'{i}.png')
-    return root
+    return make_image_folder(tmp_path_factory.mktemp('images'))
 
 
 @pytest.fixture(scope='module')

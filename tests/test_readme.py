@@ -15,8 +15,10 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
+
+from hwnas_jax import data as data_lib
+from tests.conftest import make_image_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = (REPO / 'README.md').read_text()
@@ -66,36 +68,15 @@ def shrink(cmd: list[str]) -> list[str]:
     raise AssertionError(f'no Small runs row for {config}')
 
 
-def make_image_folder(root: pathlib.Path) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in (('train', 24), ('test', 10)):
-        for c in (
-            'airplane',
-            'automobile',
-            'bird',
-            'cat',
-            'deer',
-            'dog',
-            'frog',
-            'horse',
-            'ship',
-            'truck',
-        ):
-            d = root / split / c
-            d.mkdir(parents=True)
-            for i in range(n // 5 + 1):
-                Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(d / f'{i}.png')
-
-
 @pytest.fixture(scope='module')
 def scratch(tmp_path_factory):
     """A user's directory: launch.py and configs/ as in the repository, nothing else."""
     d = tmp_path_factory.mktemp('user')
     shutil.copy(REPO / 'launch.py', d / 'launch.py')
     shutil.copytree(REPO / 'configs', d / 'configs')
-    make_image_folder(d / 'cifar10')
+    make_image_folder(
+        d / 'cifar10', data_lib.CIFAR10_CLASSES, (('train', 5), ('test', 3)), separable=False
+    )
     return d
 
 

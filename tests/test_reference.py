@@ -16,6 +16,7 @@ from PIL import Image
 from hwnas_jax import checkpoint, data, fileio, jobs, reference, training
 from hwnas_jax.errors import UserError
 from hwnas_jax.models.resnet import ResNet
+from tests.conftest import make_image_folder
 
 
 def _load_config(name: str) -> config_dict.ConfigDict:
@@ -244,15 +245,12 @@ def _tiny_config(root: pathlib.Path, max_steps: int) -> config_dict.ConfigDict:
 
 @pytest.fixture(scope='module')
 def tiny_folder(tmp_path_factory) -> pathlib.Path:
-    root = tmp_path_factory.mktemp('tiny')
-    rng = np.random.default_rng(0)
-    for split, count in (('train', 8), ('test', 2)):
-        for label, name in enumerate(('circle', 'square', 'stripe')):
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 64, (16, 16, 3)) + 60 * label
-                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f'{i}.png')
-    return root
+    return make_image_folder(
+        tmp_path_factory.mktemp('tiny'),
+        ('circle', 'square', 'stripe'),
+        (('train', 8), ('test', 2)),
+        size=16,
+    )
 
 
 @pytest.mark.slow

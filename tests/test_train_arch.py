@@ -6,12 +6,12 @@ import pathlib
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from hwnas_jax import config as config_lib
 from hwnas_jax import jobs, reference, spaces, train_arch, training
 from hwnas_jax.errors import UserError
 from hwnas_jax.spaces import nb201, ofa
+from tests.conftest import make_image_folder
 
 
 def _space(name: str):
@@ -36,15 +36,7 @@ def _config(variant: str, **fields):
 
 @pytest.fixture(scope='module')
 def folder(tmp_path_factory) -> pathlib.Path:
-    root = tmp_path_factory.mktemp('images')
-    rng = np.random.default_rng(0)
-    for split, count in (('train', 4), ('test', 1)):
-        for label, name in enumerate(('a', 'b', 'c')):
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 64, (32, 32, 3)) + 60 * label
-                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f'{i}.png')
-    return root
+    return make_image_folder(tmp_path_factory.mktemp('images'))
 
 
 def test_parse_nb201_genomes(tmp_path):

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ml_collections import config_dict
-from PIL import Image
 
 from configs import base
 from hwnas_jax import checkpoint, data, training
 from hwnas_jax.errors import UserError
+from tests.conftest import make_image_folder
 
 
 class Tiny(nn.Module):
@@ -32,14 +32,7 @@ class Tiny(nn.Module):
 
 
 def _folder(root: pathlib.Path, size: int = 32) -> pathlib.Path:
-    rng = np.random.default_rng(0)
-    for split, count in (('train', 4), ('test', 2)):
-        for label, name in enumerate(('a', 'b', 'c')):
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 64, (size, size, 3)) + 60 * label
-                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f'{i}.png')
-    return root
+    return make_image_folder(root, counts=(('train', 4), ('test', 2)), size=size)
 
 
 def _config(root, *, image_size=16, max_steps=0, seed=0) -> config_dict.ConfigDict:

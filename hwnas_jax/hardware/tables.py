@@ -199,17 +199,7 @@ def write_table(
     )
     arrays['metadata'] = np.frombuffer(json.dumps(meta, indent=1).encode(), dtype=np.uint8)
     _validate(arrays, meta, str(path), 'fix the converter input')
-    path = os.fspath(path)
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    fileio.atomic_write_npz(path, compressed=True, **arrays)
     return meta['data_sha256']
 
 

@@ -21,7 +21,6 @@ Costs come from ``objective.Objective``, as in a search: for the OFA space its M
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from hwnas_jax import spaces
+from hwnas_jax import fileio, spaces
 from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import constraints as cons
 from hwnas_jax.search.objective import Objective
@@ -158,12 +157,7 @@ def sweep(
 
 
 def _write_csv(path: str, rows: list[dict[str, Any]]) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    fileio.atomic_write_text(path, fileio.csv_text(rows, COLUMNS))
 
 
 def plot(path: str, rows: list[dict[str, Any]], unit: str) -> bool:
@@ -198,10 +192,8 @@ def plot(path: str, rows: list[dict[str, Any]], unit: str) -> bool:
     ax.set_title(f'mean ± std over {rows[0]["seeds"]} seeds')
     ax.legend()
     fig.tight_layout()
-    tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=150)
+    fileio.save_figure(path, fig, dpi=150)
     plt.close(fig)
-    os.replace(tmp, path)
     return True
 
 

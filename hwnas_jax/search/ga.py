@@ -41,7 +41,8 @@ class GAConfig:
 
     Attributes:
       population: N_pop, members per generation.
-      generations: N_gen, generations to evolve after the initial population.
+      generations: N_gen, populations scored (the initial one included), as in the search
+        loop; the answer is the best of the last.
       tournament: members drawn (without replacement) per tournament; the best one wins.
       elites: best members copied unchanged into the next generation; ``< population``.
       crossover: uniform crossover, probability that a child's gene comes from the first parent.
@@ -71,8 +72,8 @@ class GAConfig:
             object.__setattr__(self, name, value)
         if self.population < 2:
             raise ValueError(f'GAConfig.population must be at least 2, got {self.population}.')
-        if self.generations < 0:
-            raise ValueError(f'GAConfig.generations must be >= 0, got {self.generations}.')
+        if self.generations < 1:
+            raise ValueError(f'GAConfig.generations must be >= 1, got {self.generations}.')
         if not 1 <= self.tournament <= self.population:
             raise ValueError(
                 f'GAConfig.tournament must be in [1, population={self.population}] (drawn '
@@ -343,8 +344,9 @@ def evolve(
 ) -> tuple[np.ndarray, float]:
     """Runs the plain GA loop (Algorithm 1 without the hardware or caching machinery).
 
-    A random population is evaluated, then ``cfg.generations`` times replaced by the next
-    generation and evaluated again: ``cfg.population * (cfg.generations + 1)`` evaluations.
+    A random population is evaluated, then replaced by the next generation and evaluated again
+    until ``cfg.generations`` populations were evaluated: ``cfg.population * cfg.generations``
+    evaluations, the same meaning of "generations" as the search loop's.
     The search loop (``search/loop.py``) adds caching, progress and resume around the same
     operators; this function serves tests and quick experiments.
 
@@ -359,7 +361,7 @@ def evolve(
     """
     pop = random_population(rng, cardinalities, cfg.population)
     fit = np.asarray(fitness_fn(pop), dtype=np.float64)
-    for _ in range(cfg.generations):
+    for _ in range(cfg.generations - 1):
         pop = next_generation(rng, pop, fit, cardinalities, cfg)
         fit = np.asarray(fitness_fn(pop), dtype=np.float64)
     i = best(pop, fit)

@@ -8,6 +8,7 @@ import os
 import numpy as np
 from absl import logging
 
+from hwnas_jax import fileio
 from hwnas_jax.search import state as st
 
 
@@ -149,5 +150,5 @@ def plot(workdir: str, config, objective, state: st.SearchState, journal: st.Jou
         ax2.set_title(f'{len(genomes)} architectures trained')
         ax2.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, 'search.png'), dpi=100)
+    fileio.save_figure(os.path.join(workdir, 'search.png'), fig)
     plt.close(fig)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from typing import Any
 
 import numpy as np
@@ -187,7 +186,6 @@ def plot(path: str, rows: list[dict[str, Any]]) -> bool:
     for ax in list(axes.flat)[len(names) :]:
         ax.axis('off')
     fig.tight_layout()
-    fig.savefig(path + '.tmp.png', dpi=100)
+    fileio.save_figure(path, fig)
     plt.close(fig)
-    os.replace(path + '.tmp.png', path)
     return True

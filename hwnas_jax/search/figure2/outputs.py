@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from hwnas_jax import fileio
 from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import costs as hw_costs
 from hwnas_jax.spaces import nb201
@@ -128,9 +129,8 @@ def plot(root: str, rows: list[dict[str, Any]], ops: list[dict[str, Any]]) -> li
 
     def save(fig, name):
         fig.tight_layout()
-        fig.savefig(os.path.join(root, name + '.tmp.png'), dpi=100)
+        fileio.save_figure(os.path.join(root, name), fig)
         plt.close(fig)
-        os.replace(os.path.join(root, name + '.tmp.png'), os.path.join(root, name))
         written.append(name)
 
     devices = list(dict.fromkeys(r['device'] for r in rows))
