@@ -96,15 +96,15 @@ def test_progress_lines_name_the_search():
     handler = Keep()
     logger = logging.get_absl_logger()
     logger.addHandler(handler)
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.INFO)
+    level = logger.level  # Restored as it was: set_verbosity would leave WARNING behind.
+    logger.setLevel(std_logging.INFO)
     try:
         with figure2.prefixed_logs('[search 3/8 pixel3-5-s0] '):
             logging.info('gen %d/%d', 1, 2)
         logging.info('after')
     finally:
         logger.removeHandler(handler)
-        logging.set_verbosity(verbosity)
+        logger.setLevel(level)
     assert seen == ['[search 3/8 pixel3-5-s0] gen 1/2', 'after']
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import logging as std_logging
 import math
 import os
 import time
@@ -56,6 +55,7 @@ from hwnas_jax.search.figure2.outputs import (
     csv_text,
     op_table,
     plot,
+    prefixed_logs,
     summary,
     unit,
 )
@@ -221,28 +221,6 @@ def search_config(config, s: Search, store: str | None):
     c.hardware.device = '' if s.device == 'flops' else s.device
     c.hardware.limit = float(s.budget)
     return c
-
-
-class _Prefix(std_logging.Filter):
-    def __init__(self, prefix: str):
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        record.msg = self.prefix + str(record.msg)
-        return True
-
-
-@contextlib.contextmanager
-def prefixed_logs(prefix: str):
-    """Prefixes every absl log line of the block (``prefix`` holds no '%')."""
-    logger = logging.get_absl_logger()
-    f = _Prefix(prefix)
-    logger.addFilter(f)
-    try:
-        yield
-    finally:
-        logger.removeFilter(f)
 
 
 def finished(cfg, directory: str):

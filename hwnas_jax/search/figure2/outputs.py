@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging as std_logging
 import os
 from typing import Any
 
@@ -217,3 +219,25 @@ def plot(root: str, rows: list[dict[str, Any]], ops: list[dict[str, Any]]) -> li
         axes[0, 0].set_ylabel('mean op count')
         save(fig, f'figure3-{d}.png')
     return written
+
+
+class _Prefix(std_logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        record.msg = self.prefix + str(record.msg)
+        return True
+
+
+@contextlib.contextmanager
+def prefixed_logs(prefix: str):
+    """Prefixes every absl log line of the block (``prefix`` holds no '%')."""
+    logger = logging.get_absl_logger()
+    f = _Prefix(prefix)
+    logger.addFilter(f)
+    try:
+        yield
+    finally:
+        logger.removeFilter(f)
