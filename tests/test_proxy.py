@@ -77,6 +77,7 @@ def test_loop_engine_compiles_once_and_pads(loop_engine):
     np.testing.assert_allclose(c['score'], c['ckas'].sum(1), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_strategies_agree(batch, loop_engine):
     want = loop_engine.score(GENOMES[:3])
     vmap = engine(batch, strategy='vmap', population=3)
@@ -87,6 +88,7 @@ def test_strategies_agree(batch, loop_engine):
     np.testing.assert_allclose(got['score'], want['score'][:1], rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_training_raises_similarity(batch):
     zero = engine(batch, proxy.Settings(steps=0), strategy='loop', population=2)
     trained = engine(batch, proxy.Settings(steps=20), strategy='loop', population=2)

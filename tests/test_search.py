@@ -86,6 +86,7 @@ def test_outputs(full_run):
     assert 'Compiling' in res.stderr  # Said before the compile, not after.
 
 
+@pytest.mark.slow
 def test_kill_mid_generation_and_resume_gives_the_same_result(full_run, tmp_path, cache):
     want_dir, _ = full_run
     workdir = tmp_path / 'w'
@@ -159,6 +160,7 @@ def test_resume_with_other_settings_is_refused_and_config_kept(full_run):
     assert (workdir / 'config.json').read_text() == before  # Describes the run that happened.
 
 
+@pytest.mark.slow
 def test_stale_batch_of_other_settings_is_rebuilt(tmp_path, cache):
     """A run killed before its first state leaves batch.npz; other settings must not reuse it."""
     workdir = tmp_path / 'w'
@@ -182,6 +184,7 @@ def test_stale_batch_of_other_settings_is_rebuilt(tmp_path, cache):
         assert '"seed": 5' in str(f['fingerprint'])
 
 
+@pytest.mark.slow
 def test_second_run_on_a_busy_workdir_refuses_and_first_finishes(tmp_path, cache):
     workdir = tmp_path / 'w'
     first = launch(workdir, '--config.proxy.steps=200', wait=False, cache=cache, pipe=True)
