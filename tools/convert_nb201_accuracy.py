@@ -120,17 +120,7 @@ def convert(csv_path: str | os.PathLike, out: str | os.PathLike) -> str:
             },
         },
     )
-    out = os.fspath(out)
-    tmp = f'{out}.tmp{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    fileio.atomic_write_npz(out, compressed=True, **arrays)
     return nb201_truth.data_digest(arrays)
 
 
