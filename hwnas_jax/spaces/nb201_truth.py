@@ -33,7 +33,6 @@ Data: NAS-Bench-201 (Dong & Yang, ICLR 2020), MIT; see ``assets/NOTICE-nb201-acc
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -43,6 +42,7 @@ import numpy as np
 
 from hwnas_jax import fileio
 from hwnas_jax.errors import UserError
+from hwnas_jax.hardware.tables import data_digest  # The same content digest as the cost table.
 from hwnas_jax.spaces import nb201
 
 FORMAT = 'hwnas_jax.nb201_accuracy'
@@ -77,18 +77,6 @@ _FIX_PACKAGED = (
     'checkout the file)'
 )
 _FIX_USER = 're-create it with tools/convert_nb201_accuracy.py'
-
-
-def data_digest(arrays: Mapping[str, np.ndarray]) -> str:
-    """sha256 over every array but ``metadata``: sorted names, dtypes, shapes and raw bytes."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        if name == 'metadata':
-            continue
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f'{name}|{a.dtype.str}|{a.shape}|'.encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def encode(

@@ -59,6 +59,7 @@ from hwnas_jax.search.figure2.outputs import (
     summary,
     unit,
 )
+from hwnas_jax.search.loop import proxy_seed  # Shared by every search of the grid.
 
 DEVICES = hw_costs.DEVICES + ('flops',)
 LATENCY_COLUMNS = tuple(f'latency_{d}' for d in hw_costs.DEVICES)
@@ -195,11 +196,6 @@ def grid(config) -> list[Search]:
         for b in bs
     ]
     return [Search(d, b, s, i + 1) for i, (d, b, s) in enumerate(points)]
-
-
-def proxy_seed(config) -> int:
-    """The proxy seed shared by every search: ``proxy.seed``, else ``seed``."""
-    return int(config.seed if config.proxy.get('seed') is None else config.proxy.seed)
 
 
 def store_path(config, root: str) -> str | None:
