@@ -55,8 +55,9 @@ def define_flags() -> None:
     flags.DEFINE_list(
         'cases',
         ['loop:xla_cpu', 'loop:im2col'],
-        'JAX cases, strategy:conv_impl (strategies loop, vmap, exact; conv_impl xla, '
-        'im2col, xla_cpu).',
+        'JAX cases, strategy:conv_impl[:unrolled] (strategies loop, vmap, exact; conv_impl '
+        "xla, im2col, xla_cpu; ':unrolled': loop/vmap with the cells of a stage unrolled "
+        'instead of scanned, as before).',
     )
     flags.DEFINE_bool('torch', False, 'Also time PyTorch (the same training, TinyNetwork below).')
     flags.DEFINE_integer('channels', 16, 'C, the first stage width (16: NAS-Bench-201).')
@@ -122,6 +123,7 @@ def jax_runner(
     seed: int = 0,
     compiler_options=None,
     cache: dict | None = None,
+    scan_cells: bool = True,
 ):
     """(compile_s, run): `run()` trains `population` fresh members of `genome` and blocks.
 
@@ -144,7 +146,9 @@ def jax_runner(
     ref = [jnp.asarray(r) for r in batch['ref_features']]
     genome = np.asarray(genome, np.int64)
     pop_model = nb201_net.PopulationNetwork(
-        **kw, dispatch='switch' if strategy == 'loop' else 'select'
+        **kw,
+        dispatch='switch' if strategy == 'loop' else 'select',
+        scan_cells=scan_cells and strategy != 'exact',
     )
     base = jnp.asarray(seed, jnp.uint32)
     compile_s = 0.0
@@ -182,7 +186,7 @@ def jax_runner(
         labels,
         ref,
     )
-    key = (strategy, conv_impl, population, tuple(sorted(options.items())))
+    key = (strategy, conv_impl, scan_cells, population, tuple(sorted(options.items())))
     if cache is None or key not in cache:
         mesh = Mesh(np.asarray(jax.local_devices()[:1]), ('pop',))
         fn = proxy.population_program(pop_model, settings, strategy, mesh)
@@ -398,14 +402,18 @@ def main(argv):
     threads = setup_threads(FLAGS.threads)  # Before JAX's CPU client starts.
     import jax
 
-    cases = [tuple(c.split(':', 1)) if ':' in c else (c, 'xla_cpu') for c in FLAGS.cases]
+    parts = [(c.split(':') + ['xla_cpu', 'scan'][c.count(':') :])[:3] for c in FLAGS.cases]
+    cases = [(strategy, impl, layout != 'unrolled') for strategy, impl, layout in parts]
     from hwnas_jax.spaces import nb201_net
 
-    for strategy, impl in cases:
-        if strategy not in STRATEGIES or impl not in nb201_net.CONV_IMPLS:
+    for (strategy, impl, layout), case in zip(parts, FLAGS.cases):
+        if (
+            strategy not in STRATEGIES
+            or impl not in nb201_net.CONV_IMPLS
+            or layout not in ('scan', 'unrolled')
+        ):
             raise app.UsageError(
-                f'bad case {strategy}:{impl}; strategies {STRATEGIES}, '
-                f'conv_impls {nb201_net.CONV_IMPLS}'
+                f'bad case {case}; strategies {STRATEGIES}, conv_impls {nb201_net.CONV_IMPLS}'
             )
     use_torch = FLAGS.torch and torch_available()
     if FLAGS.torch and not use_torch:
@@ -423,7 +431,7 @@ def main(argv):
     runs, meta, cache = {}, {}, {}
     for index in indices:
         genome = nb201.from_index(index)
-        for strategy, impl in cases:
+        for (strategy, impl, scan), case in zip(cases, FLAGS.cases):
             compile_s, run = jax_runner(
                 strategy,
                 impl,
@@ -434,9 +442,10 @@ def main(argv):
                 seed=FLAGS.seed,
                 compiler_options=options,
                 cache=cache,
+                scan_cells=scan,
             )
             members = 1 if strategy == 'exact' else FLAGS.population
-            name = (index, f'{strategy}:{impl}')
+            name = (index, case)
             runs[name], meta[name] = (
                 run,
                 dict(

@@ -4,6 +4,8 @@ import csv
 import functools
 import json
 
+import chex
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -359,6 +361,41 @@ def test_switch_dispatch_agrees_with_select():
             )
             < 1e-6
         )
+
+
+@pytest.mark.parametrize('dispatch', nb201_net.DISPATCHES)
+def test_scanned_cells_compute_the_unrolled_network(dispatch):
+    # scan_cells changes the program, not the function: the same initial weights (stacked),
+    # the same outputs, batch statistics and gradients.
+    x, _ = _inputs()
+    kw = dict(TINY, cells_per_stage=2, dispatch=dispatch)
+    unrolled = nb201_net.PopulationNetwork(**kw)
+    scanned = nb201_net.PopulationNetwork(**kw, scan_cells=True)
+    g = jnp.asarray(GENOMES[1], jnp.int32)
+    vu = unrolled.init(jax.random.key(3), x[:2], g, train=False)
+    vs = scanned.init(jax.random.key(3), x[:2], g, train=False)
+    assert 'stage1_cells' in vs['params'] and 'cell3' not in vs['params']
+    chex.assert_trees_all_equal(nb201_net.unstack_cells(vs, 2), flax.core.unfreeze(vu))
+    chex.assert_trees_all_equal(nb201_net.stack_cells(vu, 2), vs)
+
+    def loss(params, stats, model):
+        (logits, feats), new = model.apply(
+            {'params': params, 'batch_stats': stats}, x, g, train=True, mutable=['batch_stats']
+        )
+        return jnp.sum(logits**2) + sum(jnp.mean(f**2) for f in feats), (logits, new)
+
+    def run(model, v):
+        fn = jax.value_and_grad(functools.partial(loss, model=model), has_aux=True)
+        return _compile(fn, v['params'], v['batch_stats'])(v['params'], v['batch_stats'])
+
+    (lu, (logits_u, stats_u)), grads_u = run(unrolled, vu)
+    (ls, (logits_s, stats_s)), grads_s = run(scanned, vs)
+    assert _max_diff(logits_s, logits_u) < 1e-5 and abs(float(ls - lu)) < 1e-5 * abs(float(lu))
+    assert _max_diff(nb201_net.unstack_cells(stats_s, 2), stats_u) < 1e-5
+    assert _max_diff(nb201_net.unstack_cells({'g': grads_s}, 2)['g'], grads_u) < 1e-4
+    chex.assert_trees_all_equal(
+        nb201_net.exact_variables(vs, GENOMES[1]), nb201_net.exact_variables(vu, GENOMES[1])
+    )
 
 
 @pytest.mark.slow  # 5-10 s: XLA:CPU compiles the backward pass slowly.

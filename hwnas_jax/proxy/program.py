@@ -132,17 +132,15 @@ def init_members(model, base_seed, seeds, genomes, images):
     return jax.vmap(one)(seeds, genomes)
 
 
-def population_program(model, s: Settings, strategy: str, mesh: Mesh):
-    """The jitted population scorer: (base_seed, seeds, genomes, valid, images, labels, ref).
-
-    The member axis of seeds, genomes and valid is sharded over `mesh`; inside each shard the
-    members are vmapped ('vmap') or mapped one by one ('loop').
-    """
+def _population_parts(model, s: Settings, strategy: str):
+    """(init, train): the per-shard bodies of :func:`population_programs`."""
     member = make_member_fn(model, s)
 
-    def local(base_seed, seeds, genomes, valid, images, labels, ref):
+    def init(base_seed, seeds, genomes, images):
         variables = init_members(model, base_seed, seeds, genomes, images)
-        params, stats = variables['params'], variables['batch_stats']
+        return variables['params'], variables['batch_stats']
+
+    def train(params, stats, genomes, valid, images, labels, ref):
         if strategy == 'vmap':
             return jax.vmap(member, in_axes=(0, 0, 0, None, None, None))(
                 params, stats, genomes, images, labels, ref
@@ -156,6 +154,47 @@ def population_program(model, s: Settings, strategy: str, mesh: Mesh):
             return jax.lax.cond(ok, lambda: member(p, st, g, images, labels, ref), lambda: skip)
 
         return jax.lax.map(body, (params, stats, genomes, valid))
+
+    return init, train
+
+
+def population_programs(model, s: Settings, strategy: str, mesh: Mesh):
+    """Two jitted programs, compiled side by side: (init, train).
+
+    ``init(base_seed, seeds, genomes, images) -> (params, stats)`` draws the members' fresh
+    weights; ``train(params, stats, genomes, valid, images, labels, ref) -> (score, loss,
+    ckas)`` trains and scores them. Their composition is :func:`population_program`. Two
+    programs because XLA compiles one program on one core: on a 2-core CPU the random draws of
+    the initialisation (about half of the compile) and the training compile at the same time.
+    The member axis is sharded over `mesh` (its outputs, the weights, too).
+    """
+    init, train = _population_parts(model, s, strategy)
+    rep, pop = P(), P('pop')
+    init_fn = jax.shard_map(
+        init, mesh=mesh, in_specs=(rep, pop, pop, rep), out_specs=pop, check_vma=False
+    )
+    train_fn = jax.shard_map(
+        train,
+        mesh=mesh,
+        in_specs=(pop, pop, pop, pop, rep, rep, rep),
+        out_specs=pop,
+        check_vma=False,
+    )
+    return jax.jit(init_fn), jax.jit(train_fn)
+
+
+def population_program(model, s: Settings, strategy: str, mesh: Mesh):
+    """The jitted population scorer: (base_seed, seeds, genomes, valid, images, labels, ref).
+
+    The member axis of seeds, genomes and valid is sharded over `mesh`; inside each shard the
+    members are vmapped ('vmap') or mapped one by one ('loop'). One program: the composition
+    of :func:`population_programs` (which the search compiles as two, side by side).
+    """
+    init, train = _population_parts(model, s, strategy)
+
+    def local(base_seed, seeds, genomes, valid, images, labels, ref):
+        params, stats = init(base_seed, seeds, genomes, images)
+        return train(params, stats, genomes, valid, images, labels, ref)
 
     rep = P()
     fn = jax.shard_map(

@@ -20,6 +20,7 @@ elsewhere) so that no generation recompiles; the member axis is sharded over all
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from hwnas_jax import background, compile_log
 from hwnas_jax.errors import UserError
@@ -65,10 +67,15 @@ class Scorer:
         return background.call(fn, heartbeat=beat)
 
     def _compile(self, what: str, key: str, fn, args):
-        """Lowers and compiles `fn` for `args` off the main thread, with a notice first."""
+        """Lowers and compiles `fn` for `args` off the main thread, with a notice first.
+
+        `fn` is a jitted function, or a builder called with `args` that returns the compiled
+        callable.
+        """
         logging.info('Compiling %s: %s', what, compile_log.expectation(key))
         t0 = time.perf_counter()
-        compiled = self._run('compiling', lambda: fn.lower(*args).compile())
+        build = fn if not hasattr(fn, 'lower') else (lambda *a: fn.lower(*a).compile())
+        compiled = self._run('compiling', lambda: build(*args))
         seconds = time.perf_counter() - t0
         self.compile_seconds += seconds
         compile_log.record(key, seconds)
@@ -161,19 +168,41 @@ class PopulationScorer(Scorer):
             # devices and shapes: a second search in one process does not compile again.
             key = self._program_key(args)
             if key not in program.PROGRAMS:
-                fn = program.population_program(
-                    self._pop_model, self.settings, self.strategy, self.mesh
-                )
                 what = (
                     f'the {self.strategy} proxy program ({self.call_size} member(s) per '
                     f'call, {self.settings.steps} steps)'
                 )
-                program.PROGRAMS[key] = self._compile(what, repr(key), fn, args)
+                program.PROGRAMS[key] = self._compile(what, repr(key), self._build, args)
                 program.TRACES[key] += 1
             self._compiled, self._key = program.PROGRAMS[key], key
         return self._run(
             'training', lambda: tuple(np.asarray(o)[:n] for o in self._compiled(*args))
         )
+
+    def _build(self, *args):
+        """Compiles :func:`program.population_programs` for `args`, the two side by side."""
+        init_fn, train_fn = program.population_programs(
+            self._pop_model, self.settings, self.strategy, self.mesh
+        )
+        base_seed, seeds, genomes, valid, images, labels, ref = args
+        init_args = (base_seed, seeds, genomes, images)
+        sharded = NamedSharding(self.mesh, P('pop'))
+        weights = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharded),
+            jax.eval_shape(init_fn, *init_args),
+        )
+        init_lowered = init_fn.lower(*init_args)
+        train_lowered = train_fn.lower(*weights, genomes, valid, images, labels, ref)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # XLA compiles without the GIL.
+            init_compiled = pool.submit(init_lowered.compile)
+            train_compiled = train_lowered.compile()
+            init_compiled = init_compiled.result()
+
+        def run(base_seed, seeds, genomes, valid, images, labels, ref):
+            params, stats = init_compiled(base_seed, seeds, genomes, images)
+            return train_compiled(params, stats, genomes, valid, images, labels, ref)
+
+        return run
 
     @property
     def trace_count(self) -> int:

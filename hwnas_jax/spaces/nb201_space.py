@@ -97,10 +97,12 @@ class NB201(base.Space):
     def population_network(self, *, strategy: str, backend: str = 'cpu'):
         from hwnas_jax.spaces import nb201_net
 
-        # 'loop' runs members one by one: only each member's chosen ops ('switch').
+        # 'loop' runs members one by one: only each member's chosen ops ('switch'). With
+        # proxy.scan_cells a stage's cells run as one scan ('exact' slices unrolled weights).
         return nb201_net.PopulationNetwork(
             conv_impl=conv_impl(self.config, backend),
             dispatch='switch' if strategy == 'loop' else 'select',
+            scan_cells=bool(self.config.proxy.get('scan_cells', False)) and strategy != 'exact',
             **self.network_kwargs(),
         )
 
