@@ -5,6 +5,7 @@ directory (default workdirs/<config>-<timestamp>). Rerunning with the same --wor
 where the last run stopped. `--help_configs` lists the configs.
 """
 
+import contextlib
 import os
 import sys
 
@@ -59,19 +60,28 @@ def _run(config, workdir: str) -> None:
     # Imported here so that --help and config errors do not pay for importing JAX.
     import jax
 
-    from hwnas_jax import compile_log, jobs
+    from hwnas_jax import compile_log, distributed, jobs
     from hwnas_jax import workdir as wd
 
+    # Several processes when the environment asks (README: Several processes or machines):
+    # before anything touches a device. The primary alone holds the lock and writes files.
+    several = distributed.initialize()
     if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
         # A resumed or repeated search does not pay for compiling its networks again.
         jax.config.update('jax_compilation_cache_dir', os.path.join(compile_log.cache_dir(), 'xla'))
-    with wd.lock(workdir):
+    if several:
+        workdir = distributed.broadcast_object(workdir)  # A default name has a timestamp.
+    with contextlib.ExitStack() as held:
+        distributed.on_primary(lambda: held.enter_context(wd.lock(workdir)))
         logging.info('Work directory: %s', workdir)
         logging.info(
             'JAX %s, backend %s, devices %s', jax.__version__, jax.default_backend(), jax.devices()
         )
+        if distributed.process_count() > 1:
+            distributed.log_processes()
         jobs.check(config, workdir)  # Refuses a resume of other settings before writing.
-        wd.record(config, workdir)
+        if distributed.is_primary():
+            wd.record(config, workdir)
         logging.debug('Config:\n%s', config)
         jobs.run(config, workdir)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from hwnas_jax import distributed
 from hwnas_jax.errors import UserError
 
 # job name -> (module, function); each function takes (config, workdir).
@@ -34,8 +35,18 @@ CHECKS = {
 }
 
 
+# Jobs that run as several processes (hwnas_jax.distributed); the others run as one.
+MULTIPROCESS = ('search',)
+
+
 def check(config, workdir: str) -> None:
-    """Raises UserError if `workdir` holds a run that `config` cannot resume."""
+    """Raises UserError if `workdir` holds a run that `config` cannot resume, or if the job
+    cannot run in as many processes as this run has."""
+    if distributed.process_count() > 1 and config.job not in MULTIPROCESS:
+        raise UserError(
+            f'config.job={config.job} runs in one process; unset JAX_COORDINATOR_ADDRESS, '
+            'JAX_NUM_PROCESSES and JAX_PROCESS_ID (or launch one task)'
+        )
     if config.job in CHECKS:
         module, function = CHECKS[config.job]
         getattr(importlib.import_module(module), function)(config, workdir)

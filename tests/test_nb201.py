@@ -14,7 +14,7 @@ from flax import traverse_util
 
 from hwnas_jax import spaces
 from hwnas_jax.errors import UserError
-from hwnas_jax.spaces import nb201, nb201_costs, nb201_net
+from hwnas_jax.spaces import nb201, nb201_costs, nb201_net, nb201_stack
 
 EXAMPLE = (
     '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|'
@@ -375,8 +375,8 @@ def test_scanned_cells_compute_the_unrolled_network(dispatch):
     vu = unrolled.init(jax.random.key(3), x[:2], g, train=False)
     vs = scanned.init(jax.random.key(3), x[:2], g, train=False)
     assert 'stage1_cells' in vs['params'] and 'cell3' not in vs['params']
-    chex.assert_trees_all_equal(nb201_net.unstack_cells(vs, 2), flax.core.unfreeze(vu))
-    chex.assert_trees_all_equal(nb201_net.stack_cells(vu, 2), vs)
+    chex.assert_trees_all_equal(nb201_stack.unstack_cells(vs, 2), flax.core.unfreeze(vu))
+    chex.assert_trees_all_equal(nb201_stack.stack_cells(vu, 2), vs)
 
     def loss(params, stats, model):
         (logits, feats), new = model.apply(
@@ -391,8 +391,8 @@ def test_scanned_cells_compute_the_unrolled_network(dispatch):
     (lu, (logits_u, stats_u)), grads_u = run(unrolled, vu)
     (ls, (logits_s, stats_s)), grads_s = run(scanned, vs)
     assert _max_diff(logits_s, logits_u) < 1e-5 and abs(float(ls - lu)) < 1e-5 * abs(float(lu))
-    assert _max_diff(nb201_net.unstack_cells(stats_s, 2), stats_u) < 1e-5
-    assert _max_diff(nb201_net.unstack_cells({'g': grads_s}, 2)['g'], grads_u) < 1e-4
+    assert _max_diff(nb201_stack.unstack_cells(stats_s, 2), stats_u) < 1e-5
+    assert _max_diff(nb201_stack.unstack_cells({'g': grads_s}, 2)['g'], grads_u) < 1e-4
     chex.assert_trees_all_equal(
         nb201_net.exact_variables(vs, GENOMES[1]), nb201_net.exact_variables(vu, GENOMES[1])
     )

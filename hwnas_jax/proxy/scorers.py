@@ -16,6 +16,12 @@ gains nothing and a short call keeps progress lines and Ctrl-C prompt, and the p
 elsewhere) so that no generation recompiles; the member axis is sharded over all local devices
 (`shard_map` over a 1-D mesh). Compiles and compiled calls run through
 :mod:`hwnas_jax.background`: a heartbeat every 30 s, and Ctrl-C stops at once.
+
+Several processes (:mod:`hwnas_jax.distributed`): 'vmap' and 'loop' shard the member axis over
+every process's devices (the call size a multiple of the global device count). Every process
+holds the same host genomes and batch, builds its part of the global input arrays from them,
+and receives every member's outputs (an all-gather), so all processes see every score. 'exact'
+runs in one process only.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from hwnas_jax import background, compile_log
+from hwnas_jax import background, compile_log, distributed
 from hwnas_jax.errors import UserError
 from hwnas_jax.proxy import program
 
@@ -51,16 +57,20 @@ class Scorer:
         self.space = space
         self.settings = settings
         self.seed = int(seed)
-        self.devices = list(devices or jax.local_devices())
+        self.devices = list(devices or distributed.devices())
         self.backend = self.devices[0].platform
         self.compile_seconds = 0.0
         # Progress: called with ('compiling' | 'training', seconds elapsed) every 30 s.
         self.heartbeat: Callable[[str, float], None] | None = None
-        self._images = jnp.asarray(batch['images'], jnp.float32)
-        self._labels = jnp.asarray(batch['labels'], jnp.int32)
-        self._ref = [jnp.asarray(f, jnp.float32) for f in batch['ref_features']]
+        self._images = self._put(batch['images'], np.float32)
+        self._labels = self._put(batch['labels'], np.int32)
+        self._ref = [self._put(f, np.float32) for f in batch['ref_features']]
         # The population network also gives every strategy its initial weights.
         self._pop_model = space.population_network(strategy=self.strategy, backend=self.backend)
+
+    def _put(self, x, dtype) -> jax.Array:
+        """A batch array on the devices (the default device here)."""
+        return jnp.asarray(x, dtype)
 
     def _run(self, doing: str, fn):
         beat = None if self.heartbeat is None else functools.partial(self.heartbeat, doing)
@@ -119,12 +129,13 @@ class PopulationScorer(Scorer):
     """One compiled program for every genome of the space ('vmap' and 'loop')."""
 
     def __init__(self, space, batch, settings, *, seed=0, devices=None, call_size: int = 1):
+        devices = list(devices or distributed.devices())
+        self.mesh = Mesh(np.asarray(devices), ('pop',))
         super().__init__(space, batch, settings, seed=seed, devices=devices)
         n_dev = len(self.devices)
         if call_size <= 0:
             raise UserError(f'proxy.chunk_size must be >= 0, got {call_size}')
         self.call_size = -(-int(call_size) // n_dev) * n_dev
-        self.mesh = Mesh(np.asarray(self.devices), ('pop',))
         self._compiled = None
         self._key = None
         logging.info(
@@ -149,16 +160,36 @@ class PopulationScorer(Scorer):
     def _calls(self, n: int) -> list[slice]:
         return [slice(i, min(i + self.call_size, n)) for i in range(0, n, self.call_size)]
 
+    def _put(self, x, dtype) -> jax.Array:
+        # Replicated over the mesh: a global array when the mesh spans processes.
+        return self._global(np.asarray(x, dtype), P())
+
+    def _global(self, x: np.ndarray, spec: P) -> jax.Array:
+        """`x` (the same on every process) as an array laid out by `spec` over the mesh."""
+        return jax.make_array_from_callback(
+            x.shape, NamedSharding(self.mesh, spec), lambda index: x[index]
+        )
+
+    @staticmethod
+    def _host(x: jax.Array) -> np.ndarray:
+        """All of `x` as numpy, on every process (an all-gather where it spans processes)."""
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
     def _score_call(self, genomes: np.ndarray) -> tuple[np.ndarray, ...]:
         n = len(genomes)
         pad = self.call_size - n
         padded = np.concatenate([genomes, np.repeat(genomes[:1], pad, axis=0)])
         valid = np.arange(self.call_size) < n
+        pop = P('pop')
         args = (
-            jnp.asarray(self.seed, jnp.uint32),
-            jnp.asarray(program.member_seeds(padded)),
-            jnp.asarray(padded, jnp.int32),
-            jnp.asarray(valid),
+            self._global(np.asarray(self.seed, np.uint32), P()),
+            self._global(program.member_seeds(padded), pop),
+            self._global(padded.astype(np.int32), pop),
+            self._global(valid, pop),
             self._images,
             self._labels,
             self._ref,
@@ -176,7 +207,7 @@ class PopulationScorer(Scorer):
                 program.TRACES[key] += 1
             self._compiled, self._key = program.PROGRAMS[key], key
         return self._run(
-            'training', lambda: tuple(np.asarray(o)[:n] for o in self._compiled(*args))
+            'training', lambda: tuple(self._host(o)[:n] for o in self._compiled(*args))
         )
 
     def _build(self, *args):
@@ -229,6 +260,11 @@ class ExactScorer(Scorer):
     call_size = 1
 
     def __init__(self, space, batch, settings, *, seed=0, devices=None):
+        if distributed.process_count() > 1:
+            raise UserError(
+                'proxy.strategy=exact runs in one process; with several processes use '
+                '--config.proxy.strategy=loop (or vmap), or run a single process'
+            )
         super().__init__(space, batch, settings, seed=seed, devices=devices)
         self._exact_cache: dict = {}
         self._init_fn = None
@@ -306,7 +342,7 @@ def make_scorer(
     """The scorer of `strategy` ('auto': the space's choice for the backend)."""
     if strategy not in STRATEGIES:
         raise UserError(f'unknown proxy strategy {strategy!r}; choose one of {STRATEGIES}')
-    devices = list(devices or jax.local_devices())
+    devices = list(devices or distributed.devices())
     backend = devices[0].platform
     if strategy == 'auto':
         strategy = space.auto_strategy(backend)

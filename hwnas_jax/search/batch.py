@@ -4,6 +4,8 @@ RMI-NAS's choice: `proxy.pool_size` random augmented training images, of which t
 `proxy.batch_size` with the lowest reference cross-entropy are kept. The batch is saved in the
 work directory with the fingerprint of the settings that drew it, so a resumed search trains on
 exactly the same images and a file left by a run with other settings is rebuilt, never reused.
+In a multi-process search the primary process writes the file and every process trains on the
+primary's batch and reference features, bit for bit (:func:`hwnas_jax.distributed.broadcast`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from hwnas_jax import fileio
+from hwnas_jax import distributed, fileio
 from hwnas_jax.errors import UserError
 
 
@@ -97,14 +99,19 @@ def load_or_make_batch(config, path: str, seed: int | None = None) -> dict:
         ce = -np.asarray(jnp.take_along_axis(logp, jnp.asarray(pool_labels)[:, None], 1))[:, 0]
         idx = select_batch(pool_images, pool_labels, ce, config.proxy.batch_size)
         images, labels = pool_images[idx], pool_labels[idx]
-        fileio.atomic_write_npz(
-            path, images=images, labels=labels, fingerprint=np.asarray(fingerprint)
-        )
+        if distributed.is_primary():
+            fileio.atomic_write_npz(
+                path, images=images, labels=labels, fingerprint=np.asarray(fingerprint)
+            )
     x = data.normalize(images)
     _, feats = feature_fn(x)
+    # Several processes: the primary's batch everywhere, whatever each found or computed.
+    images, labels, x, feats = distributed.broadcast(
+        (images, labels, x, [np.asarray(f) for f in feats])
+    )
     return {
         'images': x,
         'labels': labels.astype(np.int32),
-        'ref_features': [np.asarray(f) for f in feats],
+        'ref_features': feats,
         'digest': batch_digest(images, labels),
     }

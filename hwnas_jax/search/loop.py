@@ -14,6 +14,13 @@ matplotlib, `search.png`. Rerunning on the same work directory resumes: a run ki
 moment ends with exactly the result of an uninterrupted run with the same seed, because the GA's
 generator state is saved with the population and each architecture's initial weights derive from
 the proxy seed and the architecture alone.
+
+Several processes (:mod:`hwnas_jax.distributed`): every process runs this loop on the same
+state, journal and batch (the primary's, read from a work directory that all processes see, as
+checkpoints are in the Flax examples) and scores each call's members together, receiving every
+score, so the host-side GA takes the same path everywhere; only the primary process (index 0)
+writes files and reads and writes the score store, whose hits it shares. Nothing a process
+decides depends on time or on what it alone sees.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import time
 import numpy as np
 from absl import logging
 
-from hwnas_jax import fileio, spaces
+from hwnas_jax import distributed, fileio, spaces
 from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import constraints as cons
 from hwnas_jax.search import ga, report
@@ -80,10 +87,17 @@ def store_fingerprint(config, scorer, batch: dict, seed: int) -> str:
 
 
 def _from_store(score_store, fp: str, journal: st.Journal, new: list, progress) -> list:
-    """Copies the scores `score_store` holds into the journal; returns the keys still to train."""
-    if score_store is None or not new:
+    """Copies the scores the store holds into the journal; returns the keys still to train.
+
+    `fp` is empty without a store; the primary process reads the store (`score_store`, None on
+    the others) and every process gets what it found.
+    """
+    if not fp or not new:
         return new
-    found = score_store.get_many(fp, new)
+    found = score_store.get_many(fp, new) if score_store is not None else {}
+    if distributed.process_count() > 1:
+        pairs = distributed.broadcast_object([[list(k), r] for k, r in found.items()])
+        found = {tuple(k): r for k, r in pairs}
     for k, rec in found.items():
         journal.add(k, rec, progress.generation)
     return [k for k in new if k not in found]
@@ -128,6 +142,7 @@ def run(config, workdir: str) -> dict:
         logging.warning('%s', msg)
     logging.info('Constraints: %s', objective.describe_constraints())
     os.makedirs(workdir, exist_ok=True)
+    primary = distributed.is_primary()  # Writes the files; the other processes only read.
 
     state = st.load(workdir, config)
     seed = proxy_seed(config)
@@ -139,18 +154,25 @@ def run(config, workdir: str) -> dict:
             '--workdir'
         )
     scorer = proxy.from_config(config, space, batch, seed)
-    journal = st.Journal(os.path.join(workdir, 'scores.jsonl'))
+    journal = st.Journal(os.path.join(workdir, 'scores.jsonl'), write=primary)
+    # Every process has read the same state and journal before the primary writes again.
+    if not distributed.same_everywhere([-1 if state is None else state.generation, len(journal)]):
+        raise UserError(
+            f'the processes found different searches in {workdir}; put the work directory '
+            'on a filesystem that every process sees'
+        )
     score_store, fp = None, ''
     if config.proxy.store:
         from hwnas_jax.search import store
 
-        score_store = store.ScoreStore(config.proxy.store)
         fp = store_fingerprint(config, scorer, batch, seed)
-        logging.info(
-            'Score store %s: %d scores with these settings',
-            config.proxy.store,
-            score_store.count(fp),
-        )
+        if primary:
+            score_store = store.ScoreStore(config.proxy.store)
+            logging.info(
+                'Score store %s: %d scores with these settings',
+                config.proxy.store,
+                score_store.count(fp),
+            )
     cards = np.asarray(space.cardinalities)
 
     if state is None:
@@ -168,7 +190,8 @@ def run(config, workdir: str) -> dict:
                 f'{journal.path} holds scores of a run whose settings are unknown '
                 '(it has no state.json); delete the file, or use a new --workdir'
             )
-        st.save(workdir, state)  # From now on a resume is checked against these settings.
+        if primary:  # From now on a resume is checked against these settings.
+            st.save(workdir, state)
     else:
         logging.info(
             'Resuming %s at generation %d/%d (%d architectures already scored)',
@@ -243,15 +266,17 @@ def run(config, workdir: str) -> dict:
         state.rng = rng.bit_generator.state
         state.last_fitness = fitness.tolist()
         state.history.append(rec)
-        st.save(workdir, state)
-        fileio.atomic_write_text(
-            os.path.join(workdir, 'metrics.jsonl'),
-            ''.join(fileio.dumps(r) + '\n' for r in state.history),
-        )
+        if primary:
+            st.save(workdir, state)
+            fileio.atomic_write_text(
+                os.path.join(workdir, 'metrics.jsonl'),
+                ''.join(fileio.dumps(r) + '\n' for r in state.history),
+            )
         logging.info('%s', progress.generation_line(rec))
 
     best = report.best_record(config, space, objective, state, journal)
-    fileio.atomic_write_json(os.path.join(workdir, 'best.json'), best, indent=2)
-    report.plot(workdir, config, objective, state, journal)
+    if primary:
+        fileio.atomic_write_json(os.path.join(workdir, 'best.json'), best, indent=2)
+        report.plot(workdir, config, objective, state, journal)
     report.log_summary(best)
     return fileio.json_safe(best)

@@ -146,10 +146,13 @@ class Journal:
     """`scores.jsonl`: canonical genome -> proxy record, appended as architectures are scored.
 
     Each record holds 'score', 'loss', 'ckas' and 'generation' (the generation that met it).
+    With `write=False` (the processes of a multi-process search but the primary) it reads the
+    file and keeps new records in memory only.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, write: bool = True):
         self.path = path
+        self.write = write
         self.records: dict[Genome, dict] = {}
         if os.path.exists(path):
             self._load()
@@ -167,7 +170,9 @@ class Journal:
                 good.append(line)
             except (ValueError, KeyError, TypeError):
                 if i >= len(lines) - 2:  # The last line, cut by a kill: drop it.
-                    fileio.atomic_write_text(self.path, b''.join(x + b'\n' for x in good).decode())
+                    if self.write:
+                        text = b''.join(x + b'\n' for x in good).decode()
+                        fileio.atomic_write_text(self.path, text)
                     break
                 raise UserError(
                     f'{self.path}: line {i + 1} is damaged; delete the file to '
@@ -191,6 +196,8 @@ class Journal:
         """Records `genome`'s score, first met in `generation`; durable when this returns."""
         rec = _record({**record, 'generation': generation})
         self.records[genome] = rec
+        if not self.write:
+            return
         line = fileio.dumps({'genome': list(genome), **rec}) + '\n'
         with open(self.path, 'a') as f:
             f.write(line)

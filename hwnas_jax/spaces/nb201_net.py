@@ -37,7 +37,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import flax.core
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -51,6 +50,7 @@ from hwnas_jax.spaces.nb201_conv import (  # noqa: F401 - CONV_IMPLS re-exported
     CONV_IMPLS,
     Conv2d,
 )
+from hwnas_jax.spaces.nb201_stack import stack_cells, unrolled
 
 DISPATCHES = ('select', 'switch')
 _CONV_OPS = {'nor_conv_1x1': 1, 'nor_conv_3x3': 3}  # Op name -> kernel size.
@@ -210,43 +210,6 @@ class _CellStep(nn.Module):
     def __call__(self, x: jax.Array, genome: jax.Array) -> tuple[jax.Array, None]:
         cell = Cell(self.features, None, self.conv_impl, self.dispatch, name='cell')
         return cell(x, genome, train=self.train), None
-
-
-def stage_cells(cells_per_stage: int) -> list[list[int]]:
-    """The ``cell{k}`` indices of each stage's cells (the ResNet blocks left out)."""
-    n = cells_per_stage
-    return [list(range(s * (n + 1), s * (n + 1) + n)) for s in range(3)]
-
-
-def stack_cells(variables: Mapping[str, Any], cells_per_stage: int) -> dict[str, Any]:
-    """Unrolled population variables (``cell{k}``) -> scanned (``stage{s}_cells/cell``, stacked).
-
-    The inverse of :func:`unstack_cells`; every other leaf is kept as it is.
-    """
-    out = {}
-    for col, tree in flax.core.unfreeze(variables).items():
-        tree = dict(tree)
-        for s, ks in enumerate(stage_cells(cells_per_stage)):
-            cells = [tree.pop(f'cell{k}') for k in ks if f'cell{k}' in tree]
-            if cells:
-                stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *cells)
-                tree[f'stage{s}_cells'] = {'cell': stacked}
-        out[col] = tree
-    return out
-
-
-def unstack_cells(variables: Mapping[str, Any], cells_per_stage: int) -> dict[str, Any]:
-    """Scanned population variables -> unrolled (``cell{k}``), as :class:`Network` names them."""
-    out = {}
-    for col, tree in flax.core.unfreeze(variables).items():
-        tree = dict(tree)
-        for s, ks in enumerate(stage_cells(cells_per_stage)):
-            stacked = tree.pop(f'stage{s}_cells', None)
-            for i, k in enumerate(ks):
-                if stacked is not None:
-                    tree[f'cell{k}'] = jax.tree.map(lambda leaf, i=i: leaf[i], stacked['cell'])
-        out[col] = tree
-    return out
 
 
 def _tiny_network(
@@ -446,16 +409,6 @@ def exact_variables(population_variables: Mapping[str, Any], genome: Any) -> dic
         for op in _CONV_OPS
         if OPS[g[e]] != op
     }
-    variables = flax.core.unfreeze(population_variables)
-    if any(k.startswith('stage') for tree in variables.values() for k in tree):
-        n = next(
-            len(leaf)
-            for tree in variables.values()
-            for k, sub in tree.items()
-            if k.startswith('stage')
-            for leaf in jax.tree.leaves(sub)
-        )
-        variables = unstack_cells(variables, n)
-    flat = traverse_util.flatten_dict(variables)
+    flat = traverse_util.flatten_dict(unrolled(population_variables))
     kept = {path: leaf for path, leaf in flat.items() if unused.isdisjoint(path)}
     return traverse_util.unflatten_dict(kept)
