@@ -7,6 +7,7 @@ naming the field and its allowed range instead of a traceback (or NaN scores) la
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -194,6 +195,28 @@ def feature_stages(config) -> tuple[int, ...]:
     if not stages or any(s < 1 or s > 5 for s in stages) or len(set(stages)) != len(stages):
         _fail('space.feature_stages', text, "must be distinct stage numbers 1..5, e.g. '1,3,5'")
     return stages
+
+
+def fingerprint_differences(want: dict, got: dict) -> list[str]:
+    """Names of the fingerprint fields (``section.field``) where `got` differs from `want`.
+
+    A field that `got` lacks (a work directory written before the field existed) is no
+    difference while `want` holds its default: adding a config field keeps old runs resumable.
+    """
+    defaults = json.loads(json.dumps(get_config().to_dict()))
+    out = []
+    for k in sorted(set(want) | set(got)):
+        w, g = want.get(k), got.get(k)
+        if isinstance(w, dict) and isinstance(g, dict):
+            base = defaults.get(k, {}) if isinstance(defaults.get(k), dict) else {}
+            out += [
+                f'{k}.{f}'
+                for f in sorted(set(w) | set(g))
+                if w.get(f) != g.get(f) and not (f not in g and f in base and w[f] == base[f])
+            ]
+        elif w != g:
+            out.append(k)
+    return out
 
 
 def validate(config) -> None:

@@ -108,3 +108,19 @@ def test_ofa_fields():
     c.space.width_mult = 1.1
     with pytest.raises(UserError, match='space.width_mult'):
         config_lib.validate(c)
+
+
+def test_a_field_added_since_a_run_keeps_it_resumable():
+    # A work directory written before a config field existed lacks it in its fingerprint: no
+    # difference while the field holds its default, a difference once it does not.
+    from hwnas_jax.search import state
+
+    c = config_lib.get_config()
+    old = state.fingerprint(c)
+    del old['proxy']['scan_cells']
+    assert config_lib.fingerprint_differences(state.fingerprint(c), old) == []
+    c.proxy.scan_cells = True
+    assert config_lib.fingerprint_differences(state.fingerprint(c), old) == ['proxy.scan_cells']
+    c.proxy.scan_cells = False
+    c.proxy.steps = 7
+    assert config_lib.fingerprint_differences(state.fingerprint(c), old) == ['proxy.steps']

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas_jax import config as config_lib
 from hwnas_jax import fileio
 from hwnas_jax.errors import UserError
 
@@ -106,18 +107,7 @@ def load(workdir: str, config) -> SearchState | None:
         fileio.load_json(path, what='the search state', fix='delete it to start the search again'),
         path,
     )
-    want = fingerprint(config)
-    diff = []
-    for k in sorted(want):
-        got = state.fingerprint.get(k)
-        if got == want[k]:
-            continue
-        if isinstance(want[k], dict) and isinstance(got, dict):
-            diff += [
-                f'{k}.{f}' for f in sorted(set(want[k]) | set(got)) if want[k].get(f) != got.get(f)
-            ]
-        else:
-            diff.append(k)
+    diff = config_lib.fingerprint_differences(fingerprint(config), state.fingerprint)
     if diff:
         raise UserError(
             f'{workdir} holds a search with other settings ({", ".join(diff)}); resume it '

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from hwnas_jax import config as config_lib
 from hwnas_jax import fileio
 from hwnas_jax.errors import UserError
 from hwnas_jax.spaces import nb201, nb201_costs, nb201_truth
@@ -154,20 +155,6 @@ def fingerprint(config) -> dict:
     )
 
 
-def _differences(want: dict, got: dict) -> list[str]:
-    out = []
-    for k in sorted(want):
-        if isinstance(want[k], dict) and isinstance(got.get(k), dict):
-            out += [
-                f'{k}.{f}'
-                for f in sorted(set(want[k]) | set(got[k]))
-                if want[k].get(f) != got[k].get(f)
-            ]
-        elif want[k] != got.get(k):
-            out.append(k)
-    return out
-
-
 def check_state(config, workdir: str) -> None:
     """Writes study_state.json, or refuses a work directory of a study with other settings."""
     path = os.path.join(workdir, 'study_state.json')
@@ -176,7 +163,7 @@ def check_state(config, workdir: str) -> None:
         got = fileio.load_json(
             path, what='the study state', fix='delete the work directory or use another --workdir'
         ).get('fingerprint', {})
-        diff = _differences(want, got)
+        diff = config_lib.fingerprint_differences(want, got)
         if diff:
             raise UserError(
                 f'{workdir} holds a proxy study with other settings '
