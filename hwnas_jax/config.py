@@ -67,6 +67,9 @@ def get_config() -> config_dict.ConfigDict:
     # NB201 loop/vmap: a stage's cells as one scan (same scores; compiles 1.6x faster, trains
     # 14-38 % slower per step on a CPU, measured; unmeasured on GPUs).
     c.proxy.scan_cells = False
+    # Matched layers (1-based, e.g. '2' or '2,3') whose CKAs the fitness sums; '': all (phi,
+    # the paper). Training is unchanged; scores.jsonl keeps phi and every layer's CKA.
+    c.proxy.score_layers = ''
     c.proxy.store = config_dict.placeholder(str)  # SQLite score store shared by searches.
 
     c.hardware = config_dict.ConfigDict()
@@ -350,6 +353,13 @@ def _validate_search(c, space, cons) -> None:
         check_choice(c, 'proxy.strategy', STRATEGIES)
         check_choice(c, 'proxy.conv_impl', CONV_IMPLS)
         check_choice(c, 'proxy.scan_cells', (False, True))
+        layers = str(c.proxy.score_layers).replace(' ', '')
+        if layers and not all(p.isdigit() and int(p) >= 1 for p in layers.split(',')):
+            _fail(
+                'proxy.score_layers',
+                c.proxy.score_layers,
+                "must be '' (all layers) or 1-based layer numbers such as '2' or '2,3'",
+            )
         check_number(c, 'proxy.chunk_size', 0, 1 << 16, integer=True)
         g = c.ga
         check_number(c, 'ga.population', 2, 100_000, integer=True)

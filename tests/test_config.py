@@ -20,6 +20,8 @@ BAD = [
     ('proxy.chunk_size', -2),
     ('proxy.strategy', 'fast'),
     ('proxy.conv_impl', 'cudnn'),
+    ('proxy.score_layers', 'two'),
+    ('proxy.score_layers', '0,2'),
     ('proxy.seed', -3),
     ('seed', -1),
     ('ga.generations', 0),

@@ -250,3 +250,19 @@ def test_score_store_shared_by_two_searches(full_run, tmp_path, cache):
     want = json.loads((want_dir / 'best.json').read_text())
     for w in ('a', 'b'):
         assert json.loads((tmp_path / w / 'best.json').read_text()) == want
+
+
+def test_score_layers_rank_by_the_chosen_layers_only(tmp_path):
+    from hwnas_jax.errors import UserError
+    from hwnas_jax.search import loop
+
+    c = tiny_config()
+    c.proxy.score_layers = '2'
+    best = loop.run(c, str(tmp_path / 'w'))
+    records = [json.loads(x) for x in (tmp_path / 'w' / 'scores.jsonl').read_text().splitlines()]
+    second = {round(r['ckas'][1], 6) for r in records}
+    assert round(best['score'], 6) in second and best['score'] <= 1.0
+    assert best['score_is'].startswith('the CKA of matched layer(s) 2')
+    c.proxy.score_layers = '4'
+    with pytest.raises(UserError, match='score_layers asks for layer 4'):
+        loop.run(c, str(tmp_path / 'w4'))

@@ -75,7 +75,8 @@ def test_split_half_and_orientation():
     assert study.split_half(rows[:7], ['good'], resamples=10) is None
     assert study.preset_for('phi_k25') == '--config.proxy.steps=25'
     assert study.preset_for('phi_bn_train') == '--config.reference.bn_mode=train'
-    assert study.preset_for('cka_2') is None
+    assert study.preset_for('cka_2') == '--config.proxy.score_layers=2'
+    assert study.preset_for('phi_heldout') is None
 
 
 def test_sample_archs_uniform_over_connected_canonical_classes():

@@ -50,6 +50,25 @@ def proxy_seed(config) -> int:
     return int(config.seed if config.proxy.get('seed') is None else config.proxy.seed)
 
 
+def score_layers(config) -> list[int] | None:
+    """0-based matched layers whose CKAs the fitness sums (`proxy.score_layers`); None: all."""
+    text = str(config.proxy.get('score_layers', '') or '').replace(' ', '')
+    return [int(p) - 1 for p in text.split(',')] if text else None
+
+
+def ranked_score(record: dict, layers: list[int] | None) -> float:
+    """The score the fitness uses: phi (the paper), or the chosen layers' CKAs summed."""
+    if layers is None:
+        return float(record['score'])
+    ckas = np.asarray(record['ckas'], np.float64)
+    if max(layers) >= len(ckas):
+        raise UserError(
+            f'config.proxy.score_layers asks for layer {max(layers) + 1}, but the proxy '
+            f'matches {len(ckas)} layers here; use numbers from 1 to {len(ckas)}'
+        )
+    return float(np.sum(ckas[layers]))
+
+
 def _initial_population(config, space, objective, ga_cfg, rng) -> np.ndarray:
     if config.ga.init == 'rejection':
         population, draws = cons.rejection_sample(
@@ -207,6 +226,7 @@ def run(config, workdir: str) -> dict:
         ga_cfg.generations, ga_cfg.population, history_seconds=[r['seconds'] for r in state.history]
     )
     scorer.heartbeat = progress.heartbeat
+    layers = score_layers(config)
     while state.generation < ga_cfg.generations:
         g = state.generation
         progress.generation = g
@@ -224,7 +244,7 @@ def run(config, workdir: str) -> dict:
         )
         # New to the search in this generation (the same counts after a resume).
         new = [k for k in dict.fromkeys(keys) if journal[k]['generation'] == g]
-        scores = np.asarray([journal[k]['score'] for k in keys])
+        scores = np.asarray([ranked_score(journal[k], layers) for k in keys])
         penalty, costs = objective.penalties(population)
         fitness = cons.fitness(scores, penalty)
         b = int(ga.best(population, fitness))

@@ -69,6 +69,12 @@ def best_record(config, space, objective, state: st.SearchState, journal: st.Jou
         if bf is None
         else describe(config, space, objective, bf['genome'], bf['score'], bf['score'])
     )
+    layers = str(config.proxy.get('score_layers', '') or '')
+    best['score_is'] = (
+        f'the CKA of matched layer(s) {layers} summed (proxy.score_layers)'
+        if layers
+        else "phi, the sum of every matched layer's CKA (the paper)"
+    )
     best['evaluations'] = len(journal)
     best['generations'] = len(state.history)
     best['ground_truth'] = ground_truth(objective, best['genome'])

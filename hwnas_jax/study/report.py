@@ -39,6 +39,8 @@ def preset_for(name: str) -> str | None:
         return f'--config.proxy.steps={k}'
     if name.startswith('phi_bn_'):
         return f'--config.reference.bn_mode={name[7:]}'
+    if name.startswith('cka_') and name[4:].isdigit():
+        return f'--config.proxy.score_layers={name[4:]}'
     return None
 
 
