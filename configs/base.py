@@ -5,6 +5,6 @@ Expect: nothing on its own. The fields and their comments live in `hwnas_jax/con
   (`get_config`), with the one `validate` that checks them before a job runs.
 """
 
-from hwnas_jax.config import get_config
+from hwnas_jax.config import PRESETS, get_config, search_preset
 
-__all__ = ['get_config']
+__all__ = ['PRESETS', 'get_config', 'search_preset']

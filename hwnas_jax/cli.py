@@ -9,6 +9,8 @@ import pathlib
 import re
 import sys
 
+from hwnas_jax import config as config_lib
+
 
 def configs_dir() -> pathlib.Path:
     """The `configs/` folder next to the launched script."""
@@ -33,6 +35,8 @@ def list_configs() -> str:
             ):
                 if isinstance(node.value, ast.Dict):
                     variants = [ast.literal_eval(k) for k in node.value.keys]
+                elif getattr(node.value, 'attr', '') == 'PRESETS':  # VARIANTS = base.PRESETS
+                    variants = list(config_lib.PRESETS)
         name = f'configs/{path.name}' + (f' [:{"|".join(variants)}]' if variants else '')
         lines.append(f'  {name:44s} {doc[0] if doc else ""}')
     return '\n'.join(lines)
@@ -69,6 +73,6 @@ def config_error(e: Exception, argv) -> str:
         )
     if 'Error whilst parsing config file' in text:  # get_config raised: its last line says why.
         last = [x.strip() for x in text.splitlines() if x.strip()][-1]
-        return re.sub(r'^\w+Error: ', '', last)
+        return re.sub(r'^[\w.]+Error: ', '', last)
     first = text.splitlines()[0] if text else type(e).__name__
     return f'{first.removeprefix("flag ")}'

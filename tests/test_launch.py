@@ -70,6 +70,8 @@ def test_config_file_errors(tmp_path):
     one_error_line(run('--config=configs/nope.py'), "'configs/nope.py' not found")
     one_error_line(run('--config=configs/smoke.py', 'extra'), 'unexpected arguments')
     one_error_line(run('--config=configs/ofa_flops.py:999'), "unknown variant '999'")
+    err = one_error_line(run('--config=configs/nb201_latency.py:bogus'), "unknown variant 'bogus'")
+    assert 'UserError' not in err and "'layer2'" in err
     one_error_line(run(), '--config is required')
 
 
