@@ -7,11 +7,10 @@ Expect: 100 connected canonical cells (seeded) scored one after another, a progr
   reference's BatchNorm in 'train' mode, FLOPs, params, NASWOT, synflow), study.md (Kendall
   tau, Spearman rho, top-10 hit rate with 95 % bootstrap intervals; noise; the best variant
   chosen on one half and measured on the other) and, with matplotlib, study.png. Resumable:
-  rerun the same command. Measured on a shared 2-core CPU at full size: compiles once, about
-  7 min (the study program 120 s, the search's loop program 45 s, NASWOT + synflow 4.4 min);
-  then 45-115 s per cell (the RMI run with its trajectory and held-out CKA 25-42 s, the BN
-  pass 16-38 s, the seed-noise pass 33 s on the first 10 cells, NASWOT + synflow 1-4 s): about
-  2 h for 100 cells.
+  rerun the same command. Measured on this 2-core CPU at full size: 74 min for the 100 cells
+  (compiles once, about 2.5 min; then per cell the RMI run with its trajectory and held-out
+  CKA about 20 s, the BN pass 15 s, NASWOT + synflow 1-4 s, the seed-noise pass 15 s on the
+  first 10 cells); results in README "How good is it?".
   Variants: ':baselines' (no training: FLOPs, params, NASWOT, synflow on 200 cells; measured
   8.7 min with the compiles cached, 1-4 s per cell; Spearman 0.75 for synflow, as the 0.74 of
   Abdelfattah et al. 2021), ':smoke' (3 tiny cells, seconds after compiling).

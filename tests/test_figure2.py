@@ -215,3 +215,10 @@ def test_config_file():
     with pytest.raises(ValueError, match='unknown variant'):
         module.get_config('tiny')
     config_lib.validate(module.get_config('smoke'))
+    # The README's measured slice: one device, three budgets, three GA seeds, full size.
+    c = module.get_config('slice')
+    config_lib.validate(c)
+    grid = figure2.grid(c)
+    assert len(grid) == 9 and {s.device for s in grid} == {'pixel3'}
+    assert len({s.budget for s in grid}) == 3 and {s.seed for s in grid} == {0, 1, 2}
+    assert c.space.channels == 16 and c.proxy.steps == 100 and c.ga.generations == 100
