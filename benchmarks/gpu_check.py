@@ -134,21 +134,23 @@ def run_strategies(write: Writer, budget: float) -> None:
     peak = peak_tflops(kind)
     impl = 'xla_cpu' if backend == 'cpu' else 'xla'
     pops = [1, 2] if FLAGS.tiny else [int(p) for p in FLAGS.populations]
-    cases = [('vmap', pops[0])]
-    cases += [('loop', 1), ('exact', 1)] + [('vmap', p) for p in pops[1:]]
-    cases += [('loop', p) for p in pops if p > 1]
+    # (strategy, population, scan_cells): the stage's cells unrolled (the default) or scanned.
+    cases = [('vmap', pops[0], False), ('vmap', pops[0], True)]
+    cases += [('loop', 1, False), ('exact', 1, False)] + [('vmap', p, False) for p in pops[1:]]
+    cases += [('loop', p, False) for p in pops if p > 1]
     options = (
         {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
         if FLAGS.tiny and backend == 'cpu'
         else {}
     )
     longest = 0.0  # The longest case so far: a case that may not end in time is skipped.
-    for strategy, pop in cases:
+    for strategy, pop, scan in cases:
         left = t_end - time.perf_counter()
         record = dict(
             part='strategies',
             strategy=strategy,
             population=pop,
+            scan_cells=scan,
             conv_impl=impl,
             batch=batch_size,
             backend=backend,
@@ -165,7 +167,9 @@ def run_strategies(write: Writer, budget: float) -> None:
                 'exact', impl, genomes[0], batch, **size, compiler_options=options
             )
         else:
-            compile_s, run = population_runner(strategy, impl, genomes, batch, size, options)
+            compile_s, run = population_runner(
+                strategy, impl, genomes, batch, size, options, scan_cells=scan
+            )
         run()  # First call: transfers and warm-up.
         first_s = time.perf_counter() - t0 - compile_s
         t0 = time.perf_counter()
@@ -188,7 +192,7 @@ def run_strategies(write: Writer, budget: float) -> None:
         )
 
 
-def population_runner(strategy, impl, genomes, batch, size, options):
+def population_runner(strategy, impl, genomes, batch, size, options, scan_cells=False):
     """proxy_bench.jax_runner for a population of distinct genomes in one call."""
     import jax
     import jax.numpy as jnp
@@ -203,6 +207,7 @@ def population_runner(strategy, impl, genomes, batch, size, options):
         num_classes=10,
         conv_impl=impl,
         dispatch='switch' if strategy == 'loop' else 'select',
+        scan_cells=scan_cells,
     )
     mesh = Mesh(np.asarray(jax.local_devices()), ('pop',))
     n = -(-len(genomes) // len(jax.local_devices())) * len(jax.local_devices())
