@@ -132,8 +132,16 @@ def init_members(model, base_seed, seeds, genomes, images):
     return jax.vmap(one)(seeds, genomes)
 
 
-def _population_parts(model, s: Settings, strategy: str):
-    """(init, train): the per-shard bodies of :func:`population_programs`."""
+def population_programs(model, s: Settings, strategy: str, mesh: Mesh):
+    """Two jitted programs, compiled side by side: (init, train).
+
+    ``init(base_seed, seeds, genomes, images) -> (params, stats)`` draws the members' fresh
+    weights; ``train(params, stats, genomes, valid, images, labels, ref) -> (score, loss,
+    ckas)`` trains and scores them. Their composition is :func:`population_program`. Two
+    programs because XLA compiles one program on one core: on a 2-core CPU the random draws of
+    the initialisation (about half of the compile) and the training compile at the same time.
+    The member axis is sharded over `mesh` (its outputs, the weights, too).
+    """
     member = make_member_fn(model, s)
 
     def init(base_seed, seeds, genomes, images):
@@ -155,20 +163,6 @@ def _population_parts(model, s: Settings, strategy: str):
 
         return jax.lax.map(body, (params, stats, genomes, valid))
 
-    return init, train
-
-
-def population_programs(model, s: Settings, strategy: str, mesh: Mesh):
-    """Two jitted programs, compiled side by side: (init, train).
-
-    ``init(base_seed, seeds, genomes, images) -> (params, stats)`` draws the members' fresh
-    weights; ``train(params, stats, genomes, valid, images, labels, ref) -> (score, loss,
-    ckas)`` trains and scores them. Their composition is :func:`population_program`. Two
-    programs because XLA compiles one program on one core: on a 2-core CPU the random draws of
-    the initialisation (about half of the compile) and the training compile at the same time.
-    The member axis is sharded over `mesh` (its outputs, the weights, too).
-    """
-    init, train = _population_parts(model, s, strategy)
     rep, pop = P(), P('pop')
     init_fn = jax.shard_map(
         init, mesh=mesh, in_specs=(rep, pop, pop, rep), out_specs=pop, check_vma=False
@@ -190,18 +184,10 @@ def population_program(model, s: Settings, strategy: str, mesh: Mesh):
     members are vmapped ('vmap') or mapped one by one ('loop'). One program: the composition
     of :func:`population_programs` (which the search compiles as two, side by side).
     """
-    init, train = _population_parts(model, s, strategy)
+    init_fn, train_fn = population_programs(model, s, strategy, mesh)
 
-    def local(base_seed, seeds, genomes, valid, images, labels, ref):
-        params, stats = init(base_seed, seeds, genomes, images)
-        return train(params, stats, genomes, valid, images, labels, ref)
+    def run(base_seed, seeds, genomes, valid, images, labels, ref):
+        params, stats = init_fn(base_seed, seeds, genomes, images)
+        return train_fn(params, stats, genomes, valid, images, labels, ref)
 
-    rep = P()
-    fn = jax.shard_map(
-        local,
-        mesh=mesh,
-        in_specs=(rep, P('pop'), P('pop'), P('pop'), rep, rep, rep),
-        out_specs=P('pop'),
-        check_vma=False,
-    )
-    return jax.jit(fn)
+    return jax.jit(run)

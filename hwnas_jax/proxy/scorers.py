@@ -77,15 +77,13 @@ class Scorer:
         return background.call(fn, heartbeat=beat)
 
     def _compile(self, what: str, key: str, fn, args):
-        """Lowers and compiles `fn` for `args` off the main thread, with a notice first.
+        """Builds a compiled program off the main thread, with a notice first.
 
-        `fn` is a jitted function, or a builder called with `args` that returns the compiled
-        callable.
+        `fn` builds it: called with `args`, it returns the compiled callable.
         """
         logging.info('Compiling %s: %s', what, compile_log.expectation(key))
         t0 = time.perf_counter()
-        build = fn if not hasattr(fn, 'lower') else (lambda *a: fn.lower(*a).compile())
-        compiled = self._run('compiling', lambda: build(*args))
+        compiled = self._run('compiling', lambda: fn(*args))
         seconds = time.perf_counter() - t0
         self.compile_seconds += seconds
         compile_log.record(key, seconds)
@@ -292,7 +290,7 @@ class ExactScorer(Scorer):
             self._exact_cache[key] = self._compile(
                 f'the exact network of {key}',
                 repr((self.space.name, repr(model), self.settings, 'exact')),
-                jax.jit(fn),
+                lambda *a: jax.jit(fn).lower(*a).compile(),
                 (variables, self._images, self._labels, self._ref),
             )
         return self._exact_cache[key]
