@@ -1,7 +1,8 @@
 """Representation similarity: linear CKA, the RMI score and the RMI training loss.
 
 The public, jittable metric of hwnas_jax. Everything here is a pure function of arrays, imports
-only JAX, computes in float32 whatever the input dtype, and is unbatched: ``jax.vmap`` it at the
+only JAX, computes in float32 whatever the input dtype (float64 for float64 input, with
+``jax_enable_x64``: rounding studies need it), and is unbatched: ``jax.vmap`` it at the
 call site to score a population.
 
 Bad input is never a silent wrong number: `linear_cka` returns NaN on NaN or infinite features
@@ -52,7 +53,12 @@ def _flatten(name: str, x: ArrayLike) -> jax.Array:
         raise ValueError(f'{name} must have an example axis, got a scalar (shape {x.shape}).')
     if x.shape[0] < 2:
         raise ValueError(f'{name} needs at least 2 examples to centre over, got shape {x.shape}.')
-    return x.reshape(x.shape[0], -1).astype(jnp.float32)
+    return x.reshape(x.shape[0], -1).astype(_compute_dtype(x))
+
+
+def _compute_dtype(x: jax.Array) -> jnp.dtype:
+    """float32, or float64 for float64 input: lower precisions are computed in float32."""
+    return jnp.promote_types(x.dtype, jnp.float32)
 
 
 def linear_cka(x: ArrayLike, y: ArrayLike) -> jax.Array:
@@ -65,7 +71,8 @@ def linear_cka(x: ArrayLike, y: ArrayLike) -> jax.Array:
 
     which equals the feature-space form ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) on centred
     features. The Gram form costs O(n^2 d) and suits few examples with many features.
-    Computed in float32. Constant or all-zero features give 0 (see `EPS`), with finite gradients.
+    Computed in float32 (float64 for float64 input). Constant or all-zero features give 0 (see
+    `EPS`), with finite gradients.
 
     Non-finite input is not checked: a NaN or infinite entry in ``x`` or ``y`` makes the result
     NaN, silently (a check would cost a host round trip per call, or a checkify rewrite, on the
@@ -269,7 +276,8 @@ def rmi_loss(
     References:
       Zheng et al., CVPR 2022 (RMI-NAS code: 0.8 * (3 - sum CKA) + 0.2 * CE).
     """
-    logits = jnp.asarray(logits, jnp.float32)
+    logits = jnp.asarray(logits)
+    logits = logits.astype(_compute_dtype(logits))
     given = labels
     labels = jnp.asarray(labels)
     if logits.ndim != 2 or labels.shape != logits.shape[:1]:

@@ -4,7 +4,8 @@
 * its PyTorch TinyNetwork computes the same function and training as the Flax network, given the
   same weights (where PyTorch is installed);
 * the 'xla_cpu' convolution it times agrees with XLA's own, values and gradients;
-* benchmarks/gpu_check.py runs its tiny mode on a CPU (so a typo cannot wait for a GPU).
+* benchmarks/gpu_check.py runs its tiny mode on a CPU (so a typo cannot wait for a GPU);
+* benchmarks/rounding.py's population and exact networks agree to rounding in float64.
 """
 
 import functools
@@ -273,3 +274,17 @@ def test_gpu_check_tiny(tmp_path):
     summary = [c for c in lines if c.get('summary')]
     assert len(summary) == 1 and summary[0]['status'] == 0, summary
     assert summary[0]['generations'] == 1 and summary[0]['seconds_per_generation'] > 0
+
+
+@pytest.mark.slow  # About 40 s: tiny networks, float32 and float64.
+def test_rounding_tiny(tmp_path):
+    out = tmp_path / 'rounding.jsonl'
+    args = ['benchmarks/rounding.py', '--channels=4', '--cells=1', '--steps=3', '--float64']
+    (line,) = _run([*args, '--indices=12553', f'--out={out}'])
+    assert json.loads(out.read_text()) == line
+    assert line['genome'] == [3, 2, 1, 3, 3, 4] and line['at'] == [1, 3]
+    assert len(line['phi']) == len(line['ulp_shift']) == 2 and 0 < line['phi'][-1] <= 3
+    # The two networks compute the same function: in float64 they agree to rounding.
+    for key in ('float64_1_step', 'float64_3_steps'):
+        assert line[key]['difference'] < 1e-9, line[key]
+    assert line['float32_1_step']['difference'] < 1e-4

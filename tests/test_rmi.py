@@ -79,6 +79,17 @@ def test_any_float_dtype_computes_in_float32(rng):
     np.testing.assert_allclose(out, np_cka_gram(x, y), atol=2e-2)
 
 
+def test_float64_input_computes_in_float64(rng):
+    # Rounding studies (benchmarks/rounding.py) compare a float32 run with a float64 one.
+    x, y = rng.normal(size=(8, 5)), rng.normal(size=(8, 3))
+    labels = np.arange(8) % 3
+    with jax.enable_x64(True):
+        out = rmi.linear_cka(jnp.asarray(x), jnp.asarray(y))
+        loss = rmi.rmi_loss([x], [y], jnp.asarray(y), labels, beta=0.8)
+    assert out.dtype == jnp.float64 and loss.dtype == jnp.float64
+    np.testing.assert_allclose(out, np_cka_gram(x, y), rtol=1e-12)
+
+
 @pytest.mark.parametrize('fill', [0.0, 2.5])
 def test_constant_features_are_finite_with_finite_gradient(rng, fill):
     x = np.full((8, 3, 3), fill, np.float32)
