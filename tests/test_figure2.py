@@ -140,6 +140,11 @@ def test_grid_outputs(whole):
         assert int(r['architectures']) == best['evaluations'] and float(r['search_seconds']) > 0
         assert r['proxy_seed'] == '0' and (root / r['search'] / 'config.json').exists()
     assert (root / 'scores.sqlite').exists()
+    progress = read_csv(root / 'progress.csv', drop=())
+    assert tuple(progress[0]) == figure2.PROGRESS_COLUMNS
+    for p, r in zip(progress, table, strict=True):
+        assert (p['search'], p['status'], p['generation']) == (r['search'], 'finished', '2')
+        assert (p['best_index'], p['regret']) == (r['index'], r['regret'])
     ops = read_csv(root / 'figure3.csv', drop=())
     assert {o['cells'] for o in ops} == {'top10_feasible', 'found'}
     for o in ops:
@@ -167,8 +172,24 @@ def test_shards_then_merge_equal_one_run(whole, tmp_path, monkeypatch):
     figure2.run(grid_config(), str(tmp_path))  # 0/1 after the shards: merges only.
     assert read_csv(tmp_path / 'figure2.csv') == read_csv(root / 'figure2.csv')
     assert (tmp_path / 'figure3.csv').read_text() == (root / 'figure3.csv').read_text()
-    figure2.run(grid_config(merge_only=True, seeds=2), str(tmp_path))  # Seed 1 not run.
+    # Seed 1 not run; one of its searches has done its first generation (metrics as written).
+    first = (root / 'pixel3-3.3-s0' / 'metrics.jsonl').read_text().splitlines()[0]
+    (tmp_path / 'pixel3-3.3-s1').mkdir()
+    (tmp_path / 'pixel3-3.3-s1' / 'metrics.jsonl').write_text(first + '\n')
+    figure2.run(grid_config(merge_only=True, seeds=2), str(tmp_path))
     assert len(read_csv(tmp_path / 'figure2.csv')) == 2
+    progress = {p['search']: p for p in read_csv(tmp_path / 'progress.csv', drop=())}
+    assert [p['status'] for p in progress.values()] == ['finished'] * 2 + [
+        'started',
+        'not started',
+    ]
+    started = progress['pixel3-3.3-s1']
+    assert started['generation'] == '1' and started['regret'] == str(
+        json.loads(first)['evaluation']['regret']
+    )
+    assert (
+        progress['pixel3-20-s1']['generation'] == '0' and progress['pixel3-20-s1']['regret'] == ''
+    )
 
 
 @pytest.mark.slow

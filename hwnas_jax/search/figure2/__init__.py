@@ -30,7 +30,8 @@ Outputs in the root: ``figure2.csv`` (one row per finished search, :data:`COLUMN
 with matplotlib, ``figure2.png`` (mean +- std test accuracy of the found cells against the
 budget, per device, the best feasible cell as a dashed line), ``figure2h.png`` (latency on each
 device of the cells found under FLOPs budgets) and ``figure3-<device>.png``
-(:mod:`~hwnas_jax.search.figure2.outputs`).
+(:mod:`~hwnas_jax.search.figure2.outputs`); ``progress.csv``, one row per search of the grid,
+finished or not: the generations done and the best so far with its accuracy and regret.
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import costs as hw_costs
 from hwnas_jax.search.figure2.outputs import (
     OP_COLUMNS,
+    PROGRESS_COLUMNS,
     all_costs,
     csv_text,
     op_table,
     plot,
     prefixed_logs,
+    progress_row,
     summary,
     unit,
 )
@@ -375,17 +378,31 @@ def run(config, workdir: str) -> list[dict[str, Any]]:
         outcome['busy'],
     )
     rows, missing = merge(config, root, searches)
+    generations = int(config.ga.generations)
     fileio.atomic_write_text(os.path.join(root, 'figure2.csv'), csv_text(rows, COLUMNS))
     ops = op_table(config, rows) if rows else []
     fileio.atomic_write_text(os.path.join(root, 'figure3.csv'), csv_text(ops, OP_COLUMNS))
     pictures = plot(root, rows, ops) if rows else []
+    progress = [
+        progress_row(s.name, os.path.join(root, s.name), s.name not in missing, generations)
+        for s in searches
+    ]
+    fileio.atomic_write_text(
+        os.path.join(root, 'progress.csv'), csv_text(progress, PROGRESS_COLUMNS)
+    )
     if missing:
+        pending = [
+            f'{p["search"]} ({p["generation"]}/{generations})'
+            for p in progress
+            if p['status'] != 'finished'
+        ]
         logging.info(
-            'Merged %d of %d searches; not finished: %s%s',
+            'Merged %d of %d searches; not finished (generations done): %s%s; progress.csv '
+            'has the best of each so far',
             len(rows),
             len(searches),
-            ', '.join(missing[:10]),
-            f' and {len(missing) - 10} more' if len(missing) > 10 else '',
+            ', '.join(pending[:10]),
+            f' and {len(pending) - 10} more' if len(pending) > 10 else '',
         )
     if rows:
         logging.info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import logging as std_logging
 import os
 from typing import Any
@@ -18,6 +19,19 @@ from hwnas_jax.hardware import costs as hw_costs
 from hwnas_jax.spaces import nb201
 
 OP_COLUMNS = ('device', 'budget', 'cells', 'n', *nb201.OPS)
+PROGRESS_COLUMNS = (
+    'search',
+    'status',
+    'generation',
+    'generations',
+    'architectures',
+    'best_index',
+    'best_cost',
+    'best_score',
+    'test_accuracy',
+    'rank_feasible',
+    'regret',
+)
 
 
 def unit(device: str) -> str:
@@ -45,6 +59,39 @@ def csv_text(rows: list[dict[str, Any]], columns) -> str:
     writer.writeheader()
     writer.writerows({k: '' if r.get(k) is None else r[k] for k in columns} for r in rows)
     return buf.getvalue()
+
+
+def last_metrics(directory: str) -> dict[str, Any] | None:
+    """The last complete line of a search's metrics.jsonl (None before its first generation)."""
+    path = os.path.join(directory, 'metrics.jsonl')
+    if not os.path.exists(path):
+        return None
+    with open(path, 'rb') as f:  # Rewritten whole and atomically after every generation.
+        lines = f.read().splitlines()
+    return json.loads(lines[-1]) if lines else None
+
+
+def progress_row(name: str, directory: str, finished: bool, generations: int) -> dict[str, Any]:
+    """progress.csv's row: how far a search of the grid is, and how good its best is so far."""
+    m = last_metrics(directory)
+    status = 'finished' if finished else ('started' if m else 'not started')
+    if m is None:
+        return {'search': name, 'status': status, 'generation': 0, 'generations': generations}
+    gt = m.get('evaluation') or {}
+    genome = m.get('best_genome')
+    return {
+        'search': name,
+        'status': status,
+        'generation': m['generation'] + 1,  # Generations done (metrics count from 0).
+        'generations': generations,
+        'architectures': m.get('distinct_evaluated'),
+        'best_index': nb201.to_index(genome) if genome else None,
+        'best_cost': m.get('best_cost'),
+        'best_score': m.get('best_score'),
+        'test_accuracy': gt.get('test_accuracy'),
+        'rank_feasible': gt.get('rank_feasible'),
+        'regret': gt.get('regret'),
+    }
 
 
 def op_counts(genomes) -> np.ndarray:
