@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -84,6 +85,22 @@ def test_outputs(full_run):
     assert 0 <= best['index'] < 15625 and best['arch_str'].startswith('|')
     assert 'gen 6/6' in res.stderr
     assert 'Compiling' in res.stderr  # Said before the compile, not after.
+    # The feasible architectures within the proxy's noise of the best, counted independently.
+    from hwnas_jax.hardware import costs as hw_costs
+    from hwnas_jax.spaces import nb201_truth
+
+    config = json.loads((workdir / 'config.json').read_text())
+    rows = [json.loads(x) for x in scored]
+    genomes = np.asarray([r['genome'] for r in rows])
+    latency = hw_costs.cost(genomes, 'latency', device='pixel3', missing='infeasible')
+    scores = np.asarray([r['score'] for r in rows])
+    ok = latency <= config['hardware']['limit']
+    near = ok & (scores >= scores[ok].max() - 0.02)
+    got = best['within_noise']
+    assert (got['margin'], got['count']) == (0.02, int(near.sum())) and got['count'] >= 1
+    acc = nb201_truth.accuracy(genomes[near])
+    assert got['test_accuracy']['min'] == acc.min() and got['test_accuracy']['max'] == acc.max()
+    assert 'Within the proxy noise of the best score' in res.stderr
 
 
 @pytest.mark.slow

@@ -295,6 +295,11 @@ def run(config, workdir: str) -> dict:
         logging.info('%s', progress.generation_line(rec))
 
     best = report.best_record(config, space, objective, state, journal)
+    best['within_noise'] = report.within_noise(
+        objective,
+        {k: ranked_score(journal[k], layers) for k in journal.records},
+        best['ground_truth'],
+    )
     if primary:
         fileio.atomic_write_json(os.path.join(workdir, 'best.json'), best, indent=2)
         report.plot(workdir, config, objective, state, journal)

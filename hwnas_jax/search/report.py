@@ -11,6 +11,11 @@ from absl import logging
 from hwnas_jax import fileio
 from hwnas_jax.search import state as st
 
+# How far apart two scores must be to say one architecture beats another: a change of the
+# proxy's seed moves phi by 0.023 on average, float rounding by up to 0.01 (README: How good
+# is it?; benchmarks/rounding.py). Measured for phi; used for any score_layers alike.
+NOISE = 0.02
+
 
 def describe(config, space, objective, genome, score: float, fitness: float) -> dict:
     """JSON-able record of one architecture: encodings, score, fitness, every cost with units."""
@@ -81,6 +86,42 @@ def best_record(config, space, objective, state: st.SearchState, journal: st.Jou
     return best
 
 
+def within_noise(objective, scores: dict, ground_truth: dict) -> dict:
+    """The feasible architectures the search scored within :data:`NOISE` of the best one.
+
+    The proxy cannot tell them apart, so the answer is one draw among them; for NAS-Bench-201
+    their accuracies (evaluation only; of each scored class's canonical cell) say how much
+    that draw matters.
+
+    Args:
+      objective: the search's objective (feasibility of each scored genome).
+      scores: canonical genome -> the score the fitness ranks by.
+      ground_truth: the answer's ``best.json['ground_truth']``.
+    """
+    genomes = [g for g, v in scores.items() if np.isfinite(v)]
+    out = {'margin': NOISE, 'count': 0}
+    if not genomes:
+        return out
+    penalty, _ = objective.penalties(np.asarray(genomes))
+    feasible = [(g, scores[g]) for g, p in zip(genomes, penalty) if p == 0]
+    if not feasible:
+        return out
+    top = max(v for _, v in feasible)
+    near = [g for g, v in feasible if v >= top - NOISE]
+    out.update(count=len(near), best_score=top)
+    if ground_truth.get('applicable'):
+        from hwnas_jax.spaces import nb201_truth
+
+        acc = nb201_truth.accuracy(np.asarray(near), ground_truth['dataset'])
+        out['test_accuracy'] = {
+            'evaluation_only': True,
+            'min': float(acc.min()),
+            'median': float(np.median(acc)),
+            'max': float(acc.max()),
+        }
+    return out
+
+
 def log_summary(best: dict) -> None:
     keys = ('genome', 'arch_str', 'index', 'score', 'fitness')
     logging.info(
@@ -113,6 +154,18 @@ def log_summary(best: dict) -> None:
         else f'{bf["test_accuracy"]:.2f} % (index {bf["index"]}, {bf["arch_str"]})',
         'n/a' if gt['regret'] is None else f'{gt["regret"]:.2f}',
     )
+    near = best.get('within_noise') or {}
+    if near.get('test_accuracy'):
+        acc = near['test_accuracy']
+        logging.info(
+            'Within the proxy noise of the best score (%g): %d feasible architectures scored, '
+            'test accuracy %.2f-%.2f %% (median %.2f): the proxy cannot tell them apart',
+            near['margin'],
+            near['count'],
+            acc['min'],
+            acc['max'],
+            acc['median'],
+        )
 
 
 def plot(workdir: str, config, objective, state: st.SearchState, journal: st.Journal) -> None:
