@@ -56,6 +56,11 @@ def _parse_flags(argv):
         _error(cli.config_error(e, argv))
 
 
+# The work directory in use: with several processes, the primary's (its default name has a
+# timestamp), so that every process's Ctrl-C message names the same directory.
+_IN_USE: list[str] = []
+
+
 def _run(config, workdir: str) -> None:
     # Imported here so that --help and config errors do not pay for importing JAX.
     import jax
@@ -71,6 +76,7 @@ def _run(config, workdir: str) -> None:
         jax.config.update('jax_compilation_cache_dir', os.path.join(compile_log.cache_dir(), 'xla'))
     if several:
         workdir = distributed.broadcast_object(workdir)  # A default name has a timestamp.
+        _IN_USE.append(workdir)
     with contextlib.ExitStack() as held:
         distributed.on_primary(lambda: held.enter_context(wd.lock(workdir)))
         logging.info('Work directory: %s', workdir)
@@ -111,7 +117,9 @@ def main(argv) -> None:
     except KeyboardInterrupt:
         logging.flush()
         print(
-            f'interrupted; resume with: {wd.resume_command(workdir)}', file=sys.stderr, flush=True
+            f'interrupted; resume with: {wd.resume_command((_IN_USE or [workdir])[-1])}',
+            file=sys.stderr,
+            flush=True,
         )
         # A worker thread may still be inside XLA: leave without waiting for it. Every file
         # the run wrote is complete (atomic writes), so nothing is lost but the member in flight.
