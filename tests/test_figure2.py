@@ -136,12 +136,15 @@ def test_grid_outputs(whole):
             float(r['best_feasible_accuracy']) - float(r['test_accuracy'])
         )
         assert float(r['cost']) == float(r['latency_pixel3'])
+        near = best['within_noise']
+        assert int(r['within_noise']) == near['count'] >= 1
+        assert float(r['within_noise_accuracy_max']) == near['test_accuracy']['max']
         assert r['feasible'] == str(float(r['cost']) <= float(r['budget']))
         assert int(r['architectures']) == best['evaluations'] and float(r['search_seconds']) > 0
         assert r['proxy_seed'] == '0' and (root / r['search'] / 'config.json').exists()
     assert (root / 'scores.sqlite').exists()
     progress = read_csv(root / 'progress.csv', drop=())
-    assert tuple(progress[0]) == figure2.PROGRESS_COLUMNS
+    assert tuple(progress[0]) == figure2.outputs.PROGRESS_COLUMNS
     for p, r in zip(progress, table, strict=True):
         assert (p['search'], p['status'], p['generation']) == (r['search'], 'finished', '2')
         assert (p['best_index'], p['regret']) == (r['index'], r['regret'])

@@ -52,15 +52,14 @@ from hwnas_jax.errors import UserError
 from hwnas_jax.hardware import costs as hw_costs
 from hwnas_jax.search.figure2.outputs import (
     OP_COLUMNS,
-    PROGRESS_COLUMNS,
     all_costs,
     csv_text,
     op_table,
     plot,
     prefixed_logs,
-    progress_row,
     summary,
     unit,
+    write_progress,
 )
 from hwnas_jax.search.loop import proxy_seed  # Shared by every search of the grid.
 
@@ -85,6 +84,9 @@ COLUMNS = (
     'best_feasible_index',
     'best_feasible_accuracy',
     'regret',
+    'within_noise',
+    'within_noise_accuracy_min',
+    'within_noise_accuracy_max',
     'score',
     'fitness',
     'flops',
@@ -290,6 +292,8 @@ def row(config, s: Search, directory: str, best: dict, state) -> dict[str, Any]:
     found = gt.get('found') if gt.get('applicable') else None
     bf = (gt.get('best_feasible') or {}) if found else {}
     c = best.get('costs', {})
+    near = best.get('within_noise') or {}  # Absent in a best.json of an older version.
+    near_acc = near.get('test_accuracy') or {}
     key = 'flops' if s.device == 'flops' else f'latency@{s.device}'
     side_path = os.path.join(directory, SIDECAR)
     side = (
@@ -316,6 +320,10 @@ def row(config, s: Search, directory: str, best: dict, state) -> dict[str, Any]:
         'best_feasible_index': bf.get('index'),
         'best_feasible_accuracy': bf.get('test_accuracy'),
         'regret': gt.get('regret') if found else None,
+        # Scored feasible cells within the proxy's noise of the best: one of them is the answer.
+        'within_noise': near.get('count'),
+        'within_noise_accuracy_min': near_acc.get('min'),
+        'within_noise_accuracy_max': near_acc.get('max'),
         'score': best['score'],
         'fitness': best['fitness'],
         'flops': c.get('flops'),
@@ -378,24 +386,12 @@ def run(config, workdir: str) -> list[dict[str, Any]]:
         outcome['busy'],
     )
     rows, missing = merge(config, root, searches)
-    generations = int(config.ga.generations)
     fileio.atomic_write_text(os.path.join(root, 'figure2.csv'), csv_text(rows, COLUMNS))
     ops = op_table(config, rows) if rows else []
     fileio.atomic_write_text(os.path.join(root, 'figure3.csv'), csv_text(ops, OP_COLUMNS))
     pictures = plot(root, rows, ops) if rows else []
-    progress = [
-        progress_row(s.name, os.path.join(root, s.name), s.name not in missing, generations)
-        for s in searches
-    ]
-    fileio.atomic_write_text(
-        os.path.join(root, 'progress.csv'), csv_text(progress, PROGRESS_COLUMNS)
-    )
-    if missing:
-        pending = [
-            f'{p["search"]} ({p["generation"]}/{generations})'
-            for p in progress
-            if p['status'] != 'finished'
-        ]
+    pending = write_progress(root, [s.name for s in searches], missing, config.ga.generations)
+    if pending:
         logging.info(
             'Merged %d of %d searches; not finished (generations done): %s%s; progress.csv '
             'has the best of each so far',

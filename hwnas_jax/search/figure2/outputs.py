@@ -94,6 +94,24 @@ def progress_row(name: str, directory: str, finished: bool, generations: int) ->
     }
 
 
+def write_progress(root: str, names: list[str], missing: list[str], generations: int) -> list[str]:
+    """Writes ``<root>/progress.csv`` (one row per search); returns 'name (done/total)' of each
+    unfinished one."""
+    generations = int(generations)
+    progress = [
+        progress_row(name, os.path.join(root, name), name not in missing, generations)
+        for name in names
+    ]
+    fileio.atomic_write_text(
+        os.path.join(root, 'progress.csv'), csv_text(progress, PROGRESS_COLUMNS)
+    )
+    return [
+        f'{p["search"]} ({p["generation"]}/{generations})'
+        for p in progress
+        if p['status'] != 'finished'
+    ]
+
+
 def op_counts(genomes) -> np.ndarray:
     """[n, 5] number of edges carrying each op (:data:`nb201.OPS`) in each genome."""
     g = np.asarray(genomes, np.int64).reshape(-1, nb201.NUM_EDGES)
