@@ -28,13 +28,18 @@ Expect: one search per (device, budget, GA seed) in <root>/<device>-<budget>-s<s
   the architectures of one process (measured: 16.5 s per architecture in each against 13 s).
   Variants: ':slice' (the README's measured slice: pixel3, 3 budgets, 3 seeds, 9 full-size
   searches sharing one store; several hours on a 2-core CPU, where each search is 1-2 h alone),
+  ':slice_layer2' (the same slice ranked by the preset `layer2`, the CKA of layer 2 alone: its
+  effect on regret; the training is the same, so pointing it at the slice's store trains only
+  the cells the slice did not:
+    python launch.py --config configs/figure2.py:slice_layer2 --workdir workdirs/slice-layer2 \
+        --config.figure2.store=<the slice's work directory>/scores.sqlite),
   ':smoke' (a 2-device x 2-budget x 2-seed grid of tiny searches, about a minute).
 """
 
 from configs import base
 from hwnas_jax.errors import UserError
 
-VARIANTS = {'paper': None, 'slice': None, 'smoke': None}
+VARIANTS = {'paper': None, 'slice': None, 'slice_layer2': None, 'smoke': None}
 
 
 def get_config(variant: str = 'paper'):
@@ -47,10 +52,12 @@ def get_config(variant: str = 'paper'):
     c.figure2.devices = 'edgegpu,raspi4,edgetpu,pixel3,eyeriss,fpga,flops'
     c.figure2.budgets = ''  # Derived from each device's cost table.
     c.figure2.seeds = 10
-    if variant == 'slice':
+    if variant in ('slice', 'slice_layer2'):
         c.figure2.devices = 'pixel3'
         c.figure2.num_budgets = 3
         c.figure2.seeds = 3
+    if variant == 'slice_layer2':
+        c.proxy.score_layers = base.PRESETS['layer2']['score_layers']
     if variant == 'smoke':
         c.space.channels = 4
         c.space.cells_per_stage = 1

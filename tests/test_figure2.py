@@ -246,3 +246,9 @@ def test_config_file():
     assert len(grid) == 9 and {s.device for s in grid} == {'pixel3'}
     assert len({s.budget for s in grid}) == 3 and {s.seed for s in grid} == {0, 1, 2}
     assert c.space.channels == 16 and c.proxy.steps == 100 and c.ga.generations == 100
+    # The same slice ranked by the layer2 preset: only the ranking differs, not the training.
+    layer2 = module.get_config('slice_layer2')
+    config_lib.validate(layer2)
+    assert config_lib.fingerprint_differences(c.to_dict(), layer2.to_dict()) == [
+        'proxy.score_layers'
+    ]
