@@ -12,7 +12,7 @@ Expect: one search per (device, budget, GA seed) in <root>/<device>-<budget>-s<s
   lines prefixed '[search k/N name]'; then figure2.csv (one row per search: the found cell, its
   cost, NAS-Bench-201 test/valid accuracy, the best feasible accuracy and the regret, seconds,
   architectures), figure3.csv and, with matplotlib, figure2.png, figure2h.png, figure3-*.png;
-  progress.csv (every search, finished or not: generations done, best so far, its regret).
+  progress.csv (every search, finished or not: generations done, seconds, best so far, regret).
   Grid: the six HW-NAS-Bench devices (latency, ms) and FLOPs, 5 budgets each (quantiles 0.1-0.9
   of the device's costs), 10 GA seeds: 350 searches. The proxy seed stays proxy.seed (default:
   seed) for every search, so the spread over seeds is the GA's, and all searches share one

@@ -148,6 +148,7 @@ def test_grid_outputs(whole):
     for p, r in zip(progress, table, strict=True):
         assert (p['search'], p['status'], p['generation']) == (r['search'], 'finished', '2')
         assert (p['best_index'], p['regret']) == (r['index'], r['regret'])
+        assert float(p['seconds']) == pytest.approx(float(r['search_seconds']), abs=0.1)
     ops = read_csv(root / 'figure3.csv', drop=())
     assert {o['cells'] for o in ops} == {'top10_feasible', 'found'}
     for o in ops:

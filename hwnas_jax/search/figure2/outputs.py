@@ -25,6 +25,7 @@ PROGRESS_COLUMNS = (
     'generation',
     'generations',
     'architectures',
+    'seconds',
     'best_index',
     'best_cost',
     'best_score',
@@ -61,22 +62,22 @@ def csv_text(rows: list[dict[str, Any]], columns) -> str:
     return buf.getvalue()
 
 
-def last_metrics(directory: str) -> dict[str, Any] | None:
-    """The last complete line of a search's metrics.jsonl (None before its first generation)."""
+def metrics(directory: str) -> list[dict[str, Any]]:
+    """A search's metrics.jsonl, one record per generation done (empty before the first)."""
     path = os.path.join(directory, 'metrics.jsonl')
     if not os.path.exists(path):
-        return None
+        return []
     with open(path, 'rb') as f:  # Rewritten whole and atomically after every generation.
-        lines = f.read().splitlines()
-    return json.loads(lines[-1]) if lines else None
+        return [json.loads(line) for line in f.read().splitlines() if line.strip()]
 
 
 def progress_row(name: str, directory: str, finished: bool, generations: int) -> dict[str, Any]:
     """progress.csv's row: how far a search of the grid is, and how good its best is so far."""
-    m = last_metrics(directory)
-    status = 'finished' if finished else ('started' if m else 'not started')
-    if m is None:
+    history = metrics(directory)
+    status = 'finished' if finished else ('started' if history else 'not started')
+    if not history:
         return {'search': name, 'status': status, 'generation': 0, 'generations': generations}
+    m = history[-1]
     gt = m.get('evaluation') or {}
     genome = m.get('best_genome')
     return {
@@ -85,6 +86,7 @@ def progress_row(name: str, directory: str, finished: bool, generations: int) ->
         'generation': m['generation'] + 1,  # Generations done (metrics count from 0).
         'generations': generations,
         'architectures': m.get('distinct_evaluated'),
+        'seconds': round(sum(r['seconds'] + r['compile_seconds'] for r in history), 1),
         'best_index': nb201.to_index(genome) if genome else None,
         'best_cost': m.get('best_cost'),
         'best_score': m.get('best_score'),
