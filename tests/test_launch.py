@@ -141,3 +141,30 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     )
     assert res.returncode == 1 and 'ZeroDivisionError' in res.stderr
     assert 'Traceback' in res.stderr
+
+
+def test_ctrl_c_names_the_work_directory_in_use(tmp_path):
+    """With several processes every one resumes the primary's directory (its default name has
+    a timestamp): Ctrl-C names the broadcast directory, not the process's own default."""
+    primary = tmp_path / 'primary'
+    code = (
+        'import sys; sys.argv = ["launch.py", "--config=configs/smoke.py"]; '
+        'from hwnas_jax import distributed as d; d.initialize = lambda: True; '
+        f'd.broadcast_object = lambda w: {str(primary)!r}; '
+        'import hwnas_jax.search.loop as l; '
+        'l.run = lambda c, w: (_ for _ in ()).throw(KeyboardInterrupt()); '
+        'import launch; from absl import app; '
+        'app.run(launch.main, flags_parser=launch._parse_flags)'
+    )
+    res = subprocess.run(
+        [sys.executable, '-c', code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'),
+        timeout=600,
+    )
+    assert res.returncode == 130, res.stderr[-3000:]
+    assert f'resume with: python launch.py --config=configs/smoke.py --workdir={primary}' in (
+        res.stderr
+    )
