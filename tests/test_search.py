@@ -273,7 +273,10 @@ def test_score_store_shared_by_two_searches(full_run, tmp_path, cache):
 
 def test_score_layers_rank_by_the_chosen_layers_only(tmp_path):
     from hwnas_jax.errors import UserError
-    from hwnas_jax.search import loop
+    from hwnas_jax.search import loop, report
+
+    assert report.noise_margin(None) == report.noise_margin([5]) == report.NOISE == 0.02
+    assert report.noise_margin([0, 1, 2]) == 0.0217
 
     c = tiny_config()
     c.proxy.score_layers = '2'
@@ -282,6 +285,10 @@ def test_score_layers_rank_by_the_chosen_layers_only(tmp_path):
     second = {round(r['ckas'][1], 6) for r in records}
     assert round(best['score'], 6) in second and best['score'] <= 1.0
     assert best['score_is'].startswith('the CKA of matched layer(s) 2')
+    # Within the noise of one layer's CKA (smaller than phi's), among the records' layer 2.
+    near = best['within_noise']
+    assert near['margin'] == report.noise_margin([1]) == 0.0059 and near['count'] >= 1
+    assert near['best_score'] == max(r['ckas'][1] for r in records)  # Its cell is feasible.
     c.proxy.score_layers = '4'
     with pytest.raises(UserError, match='score_layers asks for layer 4'):
         loop.run(c, str(tmp_path / 'w4'))

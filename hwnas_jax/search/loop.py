@@ -299,6 +299,7 @@ def run(config, workdir: str) -> dict:
         objective,
         {k: ranked_score(journal[k], layers) for k in journal.records},
         best['ground_truth'],
+        report.noise_margin(layers),
     )
     if primary:
         fileio.atomic_write_json(os.path.join(workdir, 'best.json'), best, indent=2)
