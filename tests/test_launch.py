@@ -123,21 +123,28 @@ def test_help_lists_the_configs():
     assert '--help_configs' in res.stdout + res.stderr  # absl's --help exits 1.
 
 
-def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
-    """An internal error is not dressed up as a user error (exit 1 with a traceback)."""
+def _main_patched(argv: list[str], patches: str) -> subprocess.CompletedProcess:
+    """launch.py's main in a fresh process with `argv`, after the Python statements `patches`."""
     code = (
-        'import sys; sys.argv = ["launch.py", "--config=configs/smoke.py", '
-        f'"--workdir={tmp_path}"]; import hwnas_jax.search.loop as l; '
-        'l.run = lambda c, w: 1 / 0; import launch; from absl import app; '
+        f'import sys; sys.argv = {["launch.py", *argv]!r}; {patches}; '
+        'import launch; from absl import app; '
         'app.run(launch.main, flags_parser=launch._parse_flags)'
     )
-    res = subprocess.run(
+    return subprocess.run(
         [sys.executable, '-c', code],
         cwd=REPO,
         capture_output=True,
         text=True,
         env=dict(os.environ, JAX_PLATFORMS='cpu'),
         timeout=600,
+    )
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    """An internal error is not dressed up as a user error (exit 1 with a traceback)."""
+    res = _main_patched(
+        ['--config=configs/smoke.py', f'--workdir={tmp_path}'],
+        'import hwnas_jax.search.loop as l; l.run = lambda c, w: 1 / 0',
     )
     assert res.returncode == 1 and 'ZeroDivisionError' in res.stderr
     assert 'Traceback' in res.stderr
@@ -147,22 +154,12 @@ def test_ctrl_c_names_the_work_directory_in_use(tmp_path):
     """With several processes every one resumes the primary's directory (its default name has
     a timestamp): Ctrl-C names the broadcast directory, not the process's own default."""
     primary = tmp_path / 'primary'
-    code = (
-        'import sys; sys.argv = ["launch.py", "--config=configs/smoke.py"]; '
+    res = _main_patched(
+        ['--config=configs/smoke.py'],
         'from hwnas_jax import distributed as d; d.initialize = lambda: True; '
         f'd.broadcast_object = lambda w: {str(primary)!r}; '
         'import hwnas_jax.search.loop as l; '
-        'l.run = lambda c, w: (_ for _ in ()).throw(KeyboardInterrupt()); '
-        'import launch; from absl import app; '
-        'app.run(launch.main, flags_parser=launch._parse_flags)'
-    )
-    res = subprocess.run(
-        [sys.executable, '-c', code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, JAX_PLATFORMS='cpu'),
-        timeout=600,
+        'l.run = lambda c, w: (_ for _ in ()).throw(KeyboardInterrupt())',
     )
     assert res.returncode == 130, res.stderr[-3000:]
     assert f'resume with: python launch.py --config=configs/smoke.py --workdir={primary}' in (
