@@ -80,9 +80,12 @@ def measure(index: int, channels: int, cells: int, steps: int, float64: bool) ->
 
     at = [k for k in AT if k < steps]
     record = {'index': index, 'genome': list(genome), 'steps': steps, 'at': [*at, steps]}
-    base = run(exact, exact_vars, None, steps, jnp.float32)
-    trajectory = np.asarray(base[3]).sum(-1)
-    phi = np.array([trajectory[k] for k in at] + [float(base[0])])
+
+    def phi_at(out):  # phi after each step of `at` (from the trajectory), then the final one.
+        trajectory = np.asarray(out[3]).sum(-1)
+        return np.array([trajectory[k] for k in at] + [float(out[0])])
+
+    phi = phi_at(run(exact, exact_vars, None, steps, jnp.float32))
     record['phi'] = phi.round(6).tolist()
     shifts = []
     for direction in (np.inf, -np.inf):
@@ -91,8 +94,7 @@ def measure(index: int, channels: int, cells: int, steps: int, float64: bool) ->
         params['stem_conv']['kernel'] = kernel.at[0, 0, 0, 0].set(
             jnp.nextafter(kernel[0, 0, 0, 0], direction)
         )
-        out = run(exact, {**exact_vars, 'params': params}, None, steps, jnp.float32)
-        nudged = np.array([np.asarray(out[3]).sum(-1)[k] for k in at] + [float(out[0])])
+        nudged = phi_at(run(exact, {**exact_vars, 'params': params}, None, steps, jnp.float32))
         shifts.append(np.abs(nudged - phi))
     record['ulp_shift'] = np.max(shifts, axis=0).round(6).tolist()
     dtypes = [('float32', jnp.float32)]
