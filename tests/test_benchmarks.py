@@ -260,9 +260,11 @@ def test_gpu_check_tiny(tmp_path):
             '--part=all',
             '--tiny',
             '--generations=1',
+            '--budget=900',  # Every case runs, even on a loaded machine (about 2 min idle).
             f'--workdir={tmp_path / "main"}',
             f'--out={out}',
-        ]
+        ],
+        timeout=1800,
     )
     assert [json.loads(line) for line in out.read_text().splitlines()] == lines
     assert lines[0]['part'] == 'devices' and lines[0]['backend'] == 'cpu'

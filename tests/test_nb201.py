@@ -439,7 +439,9 @@ def test_vmap_over_a_population_equals_a_loop():
                 jax.tree.map(lambda a, k=k: a[k], batched),
                 _population_fn(True)(members[k], x, genomes[k]),
             )
-            < 1e-5
+            # Values up to ~7: float32 rounding of differently batched convolutions (up to
+            # 1.01e-5 seen on a loaded 2-core machine, where XLA splits the work differently).
+            < 5e-5
         )
 
 

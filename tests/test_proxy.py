@@ -154,7 +154,7 @@ def test_population_axis_sharded_over_four_cpu_devices(loop_engine):
         cwd=repo,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,  # About a minute idle; 600 s was not enough on a loaded 2-core machine.
     )
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])

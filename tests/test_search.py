@@ -292,3 +292,70 @@ def test_score_layers_rank_by_the_chosen_layers_only(tmp_path):
     c.proxy.score_layers = '4'
     with pytest.raises(UserError, match='score_layers asks for layer 4'):
         loop.run(c, str(tmp_path / 'w4'))
+
+
+class _FakeScorer:
+    """Scores genome g as sum(g), one member per call, `pause` seconds each; records calls."""
+
+    def __init__(self, pause=0.0, started=None, die_after=None):
+        self.compile_seconds = 0.0
+        self.trained, self.pause, self.started, self.die_after = [], pause, started, die_after
+
+    def score_chunks(self, genomes):
+        for i, g in enumerate(genomes.tolist()):
+            if self.started is not None:
+                self.started.set()
+            if self.die_after is not None and len(self.trained) == self.die_after:
+                raise KeyboardInterrupt
+            time.sleep(self.pause)
+            self.trained.append(tuple(g))
+            yield (
+                slice(i, i + 1),
+                {
+                    'score': np.asarray([float(sum(g))]),
+                    'loss': np.asarray([0.0]),
+                    'ckas': np.asarray([[0.5]]),
+                },
+            )
+
+
+def test_concurrent_searches_on_one_store_train_each_architecture_once(tmp_path, monkeypatch):
+    """Two searches share a store at once: the second trains only what the first did not claim,
+    waits for the rest and gets the first's scores; Ctrl-C gives back unfinished claims."""
+    import threading
+
+    from hwnas_jax.search import loop
+    from hwnas_jax.search import state as st
+    from hwnas_jax.search.progress import Progress
+    from hwnas_jax.search.store import ScoreStore
+
+    monkeypatch.setattr(loop, 'CLAIM_POLL_S', 0.05)
+    path = tmp_path / 's.sqlite'
+    started = threading.Event()
+    first = _FakeScorer(pause=0.3, started=started)
+    keys_a = [(1, 0), (2, 0), (3, 0), (4, 0)]
+    keys_b = [(3, 0), (4, 0), (5, 0), (6, 0)]
+    journals = {}
+
+    def search(name, scorer, keys):
+        journals[name] = st.Journal(str(tmp_path / f'{name}.jsonl'))
+        loop._score_new(scorer, journals[name], keys, Progress(1, 4), ScoreStore(path), 'fp', name)
+
+    loop.distributed.process_count()  # Imports JAX (seconds on a busy machine) before timing.
+    a = threading.Thread(target=search, args=('a', first, keys_a))
+    a.start()
+    assert started.wait(60)  # A has claimed all of its keys and trains the first.
+    second = _FakeScorer()
+    search('b', second, keys_b)
+    a.join(60)
+    assert first.trained == keys_a
+    assert second.trained == [(5, 0), (6, 0)]
+    for name, keys in (('a', keys_a), ('b', keys_b)):
+        assert {k: journals[name][k]['score'] for k in keys} == {k: sum(k) for k in keys}
+
+    dying = _FakeScorer(die_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        search('c', dying, [(7, 0), (8, 0), (9, 0)])
+    assert dying.trained == [(7, 0)]
+    d = ScoreStore(path)
+    assert d.claim('fp', [(8, 0), (9, 0)], 'd', lease_s=3600) == [(8, 0), (9, 0)]

@@ -199,3 +199,20 @@ def test_retries_on_lock(tmp_path, monkeypatch):
     assert s.put_many('fp', {(1,): {'score': 1.0}}) == 1
     assert len(calls) == 2
     blocker.close()
+
+
+def test_claims_grant_each_key_once_until_written_released_or_expired(tmp_path):
+    a = ScoreStore(tmp_path / 's.sqlite')
+    b = ScoreStore(tmp_path / 's.sqlite')  # Another process's connection.
+    a.put_many('fp', {(0, 0): {'score': 1.0}})
+    assert a.claim('fp', [(0, 0), (1, 1), (2, 2)], 'A', lease_s=60) == [(1, 1), (2, 2)]
+    assert b.claim('fp', [(2, 2), (3, 3)], 'B', lease_s=60) == [(3, 3)]
+    assert a.claim('fp', [(2, 2)], 'A', lease_s=60) == [(2, 2)]  # Renewed, still A's.
+    assert a.claim('fp', [(2, 2)], 'A', lease_s=60) == [(2, 2)]
+    assert a.claim('other', [(2, 2)], 'B', lease_s=60) == [(2, 2)]  # Fingerprints apart.
+    a.put_many('fp', {(1, 1): {'score': 2.0}})  # Written: its claim goes with it.
+    assert b.claim('fp', [(1, 1)], 'B', lease_s=60) == []  # Stored: nobody trains it.
+    assert a.release('fp', [(2, 2), (3, 3)], 'A') == 1  # Only its own.
+    assert b.claim('fp', [(2, 2)], 'B', lease_s=60) == [(2, 2)]
+    assert a.claim('fp', [(2, 2), (3, 3)], 'A', lease_s=60) == []
+    assert a.claim('fp', [(2, 2), (3, 3)], 'A', lease_s=0) == [(2, 2), (3, 3)]  # Expired.

@@ -26,7 +26,9 @@ decides depends on time or on what it alone sees.
 from __future__ import annotations
 
 import os
+import socket
 import time
+import uuid
 
 import numpy as np
 from absl import logging
@@ -38,6 +40,11 @@ from hwnas_jax.search import ga, report
 from hwnas_jax.search import state as st
 from hwnas_jax.search.objective import Objective
 from hwnas_jax.search.progress import Progress
+
+# Score-store claims (searches sharing a store at the same time): a claim not renewed for this
+# long is taken to be a dead process's and may be taken over; renewed after every call.
+CLAIM_LEASE_S = 1800.0
+CLAIM_POLL_S = 5.0  # Seconds between looks at the store while waiting for another search.
 
 
 def check(config, workdir: str) -> None:
@@ -122,14 +129,8 @@ def _from_store(score_store, fp: str, journal: st.Journal, new: list, progress) 
     return [k for k in new if k not in found]
 
 
-def _score_new(
-    scorer, journal: st.Journal, new: list, progress: Progress, score_store=None, fp: str = ''
-) -> None:
-    """Trains the architectures `new` (canonical genomes), saving each as soon as it is scored."""
-    new = _from_store(score_store, fp, journal, new, progress)
-    progress.start_generation(progress.generation, len(new))
-    if not new:
-        return
+def _train(scorer, journal: st.Journal, new: list, progress: Progress, score_store, fp, owner):
+    """Trains `new`, saving each score as soon as it is known (and renewing `owner`'s claims)."""
     genomes = np.asarray(new, np.int64)
     t0 = time.perf_counter()
     compile0 = scorer.compile_seconds
@@ -142,10 +143,64 @@ def _score_new(
                 logging.warning('Non-finite score for genome %s: fitness -inf', list(new[i]))
         if score_store is not None:
             score_store.put_many(fp, scored)
+            if owner and rows.stop < len(new):
+                score_store.claim(fp, new[rows.stop :], owner, lease_s=CLAIM_LEASE_S)
         now = time.perf_counter()
         compiled = scorer.compile_seconds - compile0
         progress.member_done(now - t0 - compiled, rows.stop - rows.start)
         t0, compile0 = now, scorer.compile_seconds
+
+
+def _score_new(
+    scorer,
+    journal: st.Journal,
+    new: list,
+    progress: Progress,
+    score_store=None,
+    fp: str = '',
+    owner: str = '',
+) -> None:
+    """Trains the architectures `new` (canonical genomes), saving each as soon as it is scored.
+
+    With a store and an `owner` (a single-process search), it first claims in the store the
+    architectures it trains, so that searches running at the same time on one store train
+    each architecture once: it trains what it could claim, then takes from the store what
+    other searches trained, waiting for those they are still training.
+    """
+    new = _from_store(score_store, fp, journal, new, progress)
+    progress.start_generation(progress.generation, len(new))
+    if not owner:
+        if new:
+            _train(scorer, journal, new, progress, score_store, fp, owner)
+        return
+    waited, last_line = 0.0, time.perf_counter()
+    while new:
+        mine = score_store.claim(fp, new, owner, lease_s=CLAIM_LEASE_S)
+        if mine:
+            try:
+                _train(scorer, journal, mine, progress, score_store, fp, owner)
+            finally:  # Ctrl-C: the others may train what this process did not.
+                score_store.release(fp, [k for k in mine if k not in journal], owner)
+        rest = [k for k in new if k not in journal]
+        found = score_store.get_many(fp, rest) if rest else {}
+        for k, rec in found.items():
+            journal.add(k, rec, progress.generation)
+        progress.done += len(found)
+        new = [k for k in rest if k not in found]
+        if new and not mine and not found:
+            if time.perf_counter() - last_line >= progress.every or not waited:
+                last_line = time.perf_counter()
+                logging.info(
+                    'gen %d/%d  waiting for %d architecture(s) that another search sharing the '
+                    'score store %s is training (%.0f s so far)',
+                    progress.generation + 1,
+                    progress.generations,
+                    len(new),
+                    score_store.path,
+                    waited,
+                )
+            time.sleep(CLAIM_POLL_S)
+            waited += CLAIM_POLL_S
 
 
 def run(config, workdir: str) -> dict:
@@ -180,7 +235,7 @@ def run(config, workdir: str) -> dict:
             f'the processes found different searches in {workdir}; put the work directory '
             'on a filesystem that every process sees'
         )
-    score_store, fp = None, ''
+    score_store, fp, owner = None, '', ''
     if config.proxy.store:
         from hwnas_jax.search import store
 
@@ -192,6 +247,8 @@ def run(config, workdir: str) -> dict:
                 config.proxy.store,
                 score_store.count(fp),
             )
+            if distributed.process_count() == 1:  # The processes of one search do not wait.
+                owner = f'{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}'
     cards = np.asarray(space.cardinalities)
 
     if state is None:
@@ -241,6 +298,7 @@ def run(config, workdir: str) -> dict:
             progress,
             score_store,
             fp,
+            owner,
         )
         # New to the search in this generation (the same counts after a resume).
         new = [k for k in dict.fromkeys(keys) if journal[k]['generation'] == g]

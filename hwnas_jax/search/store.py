@@ -16,6 +16,13 @@ object ``{"__float__": "nan" | "inf" | "-inf"}`` (strict JSON), which reads back
 stored as Python numbers and lists. By default the first record written for a key wins (a
 later :meth:`~ScoreStore.put_many` of the same key is ignored), so every reader sees one stable
 value; ``overwrite=True`` replaces instead.
+
+Claims keep concurrent searches from training the same architecture twice: a process calls
+:meth:`~ScoreStore.claim` on the keys it is about to train (one transaction: a key is granted
+unless it is stored already or another owner's claim on it is younger than ``lease_s``),
+trains those, and waits for the others to appear (:meth:`~ScoreStore.put_many` removes the
+claims of what it writes; :meth:`~ScoreStore.release` gives back what a process did not
+train, e.g. on Ctrl-C). A claim whose owner died without releasing it expires after its lease.
 """
 
 from __future__ import annotations
@@ -48,6 +55,11 @@ _SCHEMA = (
     (
         'CREATE TABLE IF NOT EXISTS scores (fingerprint TEXT NOT NULL, genome TEXT NOT NULL, '
         'record TEXT NOT NULL, written REAL NOT NULL, PRIMARY KEY (fingerprint, genome)) '
+        'WITHOUT ROWID'
+    ),
+    (
+        'CREATE TABLE IF NOT EXISTS claims (fingerprint TEXT NOT NULL, genome TEXT NOT NULL, '
+        'owner TEXT NOT NULL, claimed REAL NOT NULL, PRIMARY KEY (fingerprint, genome)) '
         'WITHOUT ROWID'
     ),
 )
@@ -256,10 +268,64 @@ class ScoreStore:
             before = conn.total_changes
             conn.executemany(f'{verb} INTO scores VALUES (?, ?, ?, ?)', rows)
             written = conn.total_changes - before
+            conn.executemany(
+                'DELETE FROM claims WHERE fingerprint = ? AND genome = ?', [r[:2] for r in rows]
+            )
             conn.execute('COMMIT')
             return written
 
         return self._run(write) if rows else 0
+
+    def claim(
+        self, fp: str, keys: Iterable[Iterable[int]], owner: str, *, lease_s: float
+    ) -> list[Key]:
+        """Claims ``keys`` for ``owner`` to train; returns the granted ones, in ``keys``' order.
+
+        A key is granted unless it is stored already or another owner claimed it less than
+        ``lease_s`` seconds ago; granting renews the owner's earlier claims. One transaction,
+        so two processes never both get a key.
+        """
+        keys = list(dict.fromkeys(map(_key, keys)))
+        now = time.time()
+
+        def grant(conn: sqlite3.Connection) -> list[Key]:
+            conn.execute('BEGIN IMMEDIATE')
+            granted = []
+            for k in keys:
+                g = _key_text(k)
+                if conn.execute(
+                    'SELECT 1 FROM scores WHERE fingerprint = ? AND genome = ?', (fp, g)
+                ).fetchone():
+                    continue
+                held = conn.execute(
+                    'SELECT owner, claimed FROM claims WHERE fingerprint = ? AND genome = ?',
+                    (fp, g),
+                ).fetchone()
+                if held is None or held[0] == owner or held[1] < now - lease_s:
+                    conn.execute(
+                        'INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)', (fp, g, owner, now)
+                    )
+                    granted.append(k)
+            conn.execute('COMMIT')
+            return granted
+
+        return self._run(grant) if keys else []
+
+    def release(self, fp: str, keys: Iterable[Iterable[int]], owner: str) -> int:
+        """Drops ``owner``'s claims on ``keys``; returns how many it held."""
+        rows = [(fp, _key_text(_key(k)), owner) for k in keys]
+
+        def drop(conn: sqlite3.Connection) -> int:
+            conn.execute('BEGIN IMMEDIATE')
+            before = conn.total_changes
+            conn.executemany(
+                'DELETE FROM claims WHERE fingerprint = ? AND genome = ? AND owner = ?', rows
+            )
+            dropped = conn.total_changes - before
+            conn.execute('COMMIT')
+            return dropped
+
+        return self._run(drop) if rows else 0
 
     def count(self, fp: str | None = None) -> int:
         """Number of stored records (under ``fp``, or in all)."""
