@@ -16,7 +16,8 @@ Expect: one search per (device, budget, GA seed) in <root>/<device>-<budget>-s<s
   Grid: the six HW-NAS-Bench devices (latency, ms) and FLOPs, 5 budgets each (quantiles 0.1-0.9
   of the device's costs), 10 GA seeds: 350 searches. The proxy seed stays proxy.seed (default:
   seed) for every search, so the spread over seeds is the GA's, and all searches share one
-  score store (<root>/scores.sqlite): the grid trains each architecture once.
+  score store (<root>/scores.sqlite): the grid trains each architecture once (shards running
+  at the same time claim in the store what they train and wait for each other's).
   Cost: a search of 20 x 100 scores 120-263 distinct cells (mean 175 over 20 searches, counted
   with tiny networks), each 16-70 s of training at full size on a shared 2-core CPU (mean 35 s
   over the 4 cells of a measured full-size generation; the search's loop program compiles once
