@@ -6,6 +6,7 @@ where the last run stopped. `--help_configs` lists the configs.
 """
 
 import contextlib
+import logging as std_logging
 import os
 import sys
 
@@ -61,8 +62,22 @@ def _parse_flags(argv):
 _IN_USE: list[str] = []
 
 
+class _NoAcceleratorProbe(std_logging.Filter):
+    """Drops JAX's INFO line about a TPU runtime it did not find (every CPU or GPU run).
+
+    The run says which backend it uses in its own line; a probe's failure is not news.
+    """
+
+    def filter(self, record) -> bool:
+        return not (
+            record.levelno <= std_logging.INFO
+            and record.getMessage().startswith('Unable to initialize backend')
+        )
+
+
 def _run(config, workdir: str) -> None:
     # Imported here so that --help and config errors do not pay for importing JAX.
+    std_logging.getLogger('jax._src.xla_bridge').addFilter(_NoAcceleratorProbe())
     import jax
 
     from hwnas_jax import compile_log, distributed, jobs
@@ -80,8 +95,15 @@ def _run(config, workdir: str) -> None:
     with contextlib.ExitStack() as held:
         distributed.on_primary(lambda: held.enter_context(wd.lock(workdir)))
         logging.info('Work directory: %s', workdir)
+        backend = jax.default_backend()
         logging.info(
-            'JAX %s, backend %s, devices %s', jax.__version__, jax.default_backend(), jax.devices()
+            'JAX %s, backend %s%s, devices %s',
+            jax.__version__,
+            backend,
+            " (no GPU or TPU found; for an NVIDIA GPU: pip install -e '.[cuda]')"
+            if backend == 'cpu'
+            else '',
+            jax.devices(),
         )
         if distributed.process_count() > 1:
             distributed.log_processes()

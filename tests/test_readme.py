@@ -116,5 +116,8 @@ def test_every_readme_command_runs_as_written(scratch, tmp_path_factory):
                 re.search(r'--config[= ](\S+)', line).group(1).partition(':')[0]
             ).stem
             assert re.search(rf'Work directory: workdirs/{name}\S*-\d{{8}}-\d{{6}}', res.stderr)
+        if 'launch.py' in line:  # The backend in one line of ours, not JAX's TPU probe.
+            assert re.search(r'JAX \S+, backend \w+', res.stderr), res.stderr[-2000:]
+            assert 'Unable to initialize backend' not in res.stderr
     assert list((scratch / 'workdirs').glob('nb201_latency-*/best.json'))
     assert list((scratch / 'workdirs').glob('smoke-*/best.json'))
