@@ -280,7 +280,10 @@ def run(config, workdir: str) -> dict:
         rng.bit_generator.state = state.rng
 
     progress = Progress(
-        ga_cfg.generations, ga_cfg.population, history_seconds=[r['seconds'] for r in state.history]
+        ga_cfg.generations,
+        ga_cfg.population,
+        history_seconds=[r['seconds'] for r in state.history],
+        history_new=[r['evaluations'] for r in state.history],
     )
     scorer.heartbeat = progress.heartbeat
     layers = score_layers(config)
