@@ -121,3 +121,22 @@ def test_every_readme_command_runs_as_written(scratch, tmp_path_factory):
             assert 'Unable to initialize backend' not in res.stderr
     assert list((scratch / 'workdirs').glob('nb201_latency-*/best.json'))
     assert list((scratch / 'workdirs').glob('smoke-*/best.json'))
+
+
+def test_the_layout_names_every_module():
+    """The README's Layout names every module of the package (a subpackage named as `dir/`
+    covers its modules unless the Layout lists some of them, then it must list all)."""
+    layout = _blocks(README.split('## Layout', 1)[1])[0]
+    package = REPO / 'hwnas_jax'
+
+    def named(name):
+        return re.search(rf'(?<![\w/]){re.escape(name)}', layout) is not None
+
+    missing = []
+    for d in [package, *sorted(p.parent for p in package.glob('*/__init__.py'))]:
+        modules = [p.name for p in sorted(d.glob('*.py')) if p.name != '__init__.py']
+        if d != package and not named(f'{d.name}/'):
+            missing.append(f'{d.name}/')
+        elif d == package or any(named(m) for m in modules):
+            missing += [m for m in modules if not named(m)]
+    assert not missing, f'README Layout does not name {missing}'
