@@ -25,10 +25,12 @@ process may run on); with fewer, the process is pinned to that many cores first.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import json
 import os
+import re
 import sys
 import time
 
@@ -55,9 +57,10 @@ def define_flags() -> None:
     flags.DEFINE_list(
         'cases',
         ['loop:xla_cpu', 'loop:im2col'],
-        'JAX cases, strategy:conv_impl[:unrolled] (strategies loop, vmap, exact; conv_impl '
+        'JAX cases, strategy:conv_impl[:unrolled][:wN] (strategies loop, vmap, exact; conv_impl '
         "xla, im2col, xla_cpu; ':unrolled': loop/vmap with the cells of a stage unrolled "
-        'instead of scanned, as before).',
+        "instead of scanned, as before; ':wN': N calls of the program at once from N threads, "
+        'as proxy.workers=N does; member_step_s is then per member of the N calls).',
     )
     flags.DEFINE_bool('torch', False, 'Also time PyTorch (the same training, TinyNetwork below).')
     flags.DEFINE_integer('channels', 16, 'C, the first stage width (16: NAS-Bench-201).')
@@ -388,6 +391,18 @@ def interleaved(runs: dict, rounds: int) -> dict:
     return times
 
 
+def at_once(run, workers: int):
+    """`run` as `workers` calls at once from as many threads (the scorers' proxy.workers)."""
+    if workers == 1:
+        return run
+
+    def together():
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            return [f.result() for f in [pool.submit(run) for _ in range(workers)]]
+
+    return together
+
+
 def setup_threads(threads: int) -> int:
     """Pins the process to `threads` cores (0: keep all); returns the core count in use."""
     cores = sorted(os.sched_getaffinity(0))
@@ -402,19 +417,25 @@ def main(argv):
     threads = setup_threads(FLAGS.threads)  # Before JAX's CPU client starts.
     import jax
 
-    parts = [(c.split(':') + ['xla_cpu', 'scan'][c.count(':') :])[:3] for c in FLAGS.cases]
-    cases = [(strategy, impl, layout != 'unrolled') for strategy, impl, layout in parts]
     from hwnas_jax.spaces import nb201_net
 
-    for (strategy, impl, layout), case in zip(parts, FLAGS.cases):
+    cases = []
+    for case in FLAGS.cases:
+        strategy, impl, *rest = case.split(':') + ['xla_cpu'][case.count(':') :]
+        workers = [int(r[1:]) for r in rest if re.fullmatch(r'w[1-9][0-9]*', r)]
+        layouts = [r for r in rest if not re.fullmatch(r'w[1-9][0-9]*', r)]
         if (
             strategy not in STRATEGIES
             or impl not in nb201_net.CONV_IMPLS
-            or layout not in ('scan', 'unrolled')
+            or len(workers) > 1
+            or len(layouts) > 1
+            or not set(layouts) <= {'scan', 'unrolled'}
         ):
             raise app.UsageError(
-                f'bad case {case}; strategies {STRATEGIES}, conv_impls {nb201_net.CONV_IMPLS}'
+                f'bad case {case}; strategy:conv_impl[:unrolled][:wN], strategies '
+                f'{STRATEGIES}, conv_impls {nb201_net.CONV_IMPLS}'
             )
+        cases.append((strategy, impl, layouts != ['unrolled'], (workers or [1])[0]))
     use_torch = FLAGS.torch and torch_available()
     if FLAGS.torch and not use_torch:
         logging.warning('--torch: PyTorch is not installed; timing JAX only')
@@ -431,7 +452,7 @@ def main(argv):
     runs, meta, cache = {}, {}, {}
     for index in indices:
         genome = nb201.from_index(index)
-        for (strategy, impl, scan), case in zip(cases, FLAGS.cases):
+        for (strategy, impl, scan, workers), case in zip(cases, FLAGS.cases):
             compile_s, run = jax_runner(
                 strategy,
                 impl,
@@ -444,13 +465,14 @@ def main(argv):
                 cache=cache,
                 scan_cells=scan,
             )
-            members = 1 if strategy == 'exact' else FLAGS.population
+            members = (1 if strategy == 'exact' else FLAGS.population) * workers
             name = (index, case)
             runs[name], meta[name] = (
-                run,
+                at_once(run, workers),
                 dict(
                     strategy=strategy,
                     conv_impl=impl,
+                    workers=workers,
                     members=members,
                     compile_s=compile_s,
                     compiled_per='architecture' if strategy == 'exact' else 'search',
@@ -460,7 +482,12 @@ def main(argv):
             name = (index, 'torch')
             runs[name] = torch_runner(genome, batch, **size, seed=FLAGS.seed)[1]
             meta[name] = dict(
-                strategy='torch', conv_impl='torch', members=1, compile_s=0.0, compiled_per='none'
+                strategy='torch',
+                conv_impl='torch',
+                workers=1,
+                members=1,
+                compile_s=0.0,
+                compiled_per='none',
             )
     first = {}
     for name, run in runs.items():  # Every case once before timing (warm-up).

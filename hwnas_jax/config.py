@@ -63,6 +63,9 @@ def get_config() -> config_dict.ConfigDict:
     c.proxy.pool_size = 512  # Random images from which the lowest-CE batch is chosen.
     c.proxy.strategy = 'auto'  # 'auto' | 'vmap' (shared shapes) | 'loop' | 'exact'.
     c.proxy.chunk_size = 0  # Members per compiled call; 0: auto (1 on CPU, population else).
+    # Compiled calls in flight at once (threads; the same program, so the same scores); 0:
+    # auto, one per CPU core this process may use for 'loop' on one CPU device, else 1.
+    c.proxy.workers = 0
     c.proxy.conv_impl = 'auto'  # NB201 convolutions: 'auto' (xla_cpu on CPU) | 'xla' | ...
     # NB201 loop/vmap: a stage's cells as one scan (same scores; compiles 1.6x faster, trains
     # 14-38 % slower per step on a CPU, measured; unmeasured on GPUs).
@@ -384,6 +387,7 @@ def _validate_search(c, space, cons) -> None:
                 "must be '' (all layers) or 1-based layer numbers such as '2' or '2,3'",
             )
         check_number(c, 'proxy.chunk_size', 0, 1 << 16, integer=True)
+        check_number(c, 'proxy.workers', 0, 1024, integer=True)
         g = c.ga
         check_number(c, 'ga.population', 2, 100_000, integer=True)
         check_number(c, 'ga.generations', 1, 1_000_000, integer=True)

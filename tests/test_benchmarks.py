@@ -33,6 +33,7 @@ FIELDS = {
     'case',
     'strategy',
     'conv_impl',
+    'workers',
     'compile_s',
     'compiled_per',
     'first_call_s',
@@ -84,12 +85,12 @@ def test_proxy_bench_tiny(tmp_path):
         '--steps=1',
         '--rounds=2',
         '--indices=1462,0',
-        '--cases=loop:xla_cpu,exact:im2col',
+        '--cases=loop:xla_cpu,exact:im2col,loop:xla_cpu:w2',
         f'--xla_options={FAST}',
         f'--out={out}',
     ] + (['--torch'] if HAS_TORCH else [])
     lines = _run(args)
-    cases = ['loop:xla_cpu', 'exact:im2col'] + (['torch'] if HAS_TORCH else [])
+    cases = ['loop:xla_cpu', 'exact:im2col', 'loop:xla_cpu:w2'] + (['torch'] if HAS_TORCH else [])
     assert [(c['index'], c['case']) for c in lines] == [(i, c) for i in (1462, 0) for c in cases]
     assert [json.loads(line) for line in out.read_text().splitlines()] == lines
     for case in lines:
@@ -101,6 +102,10 @@ def test_proxy_bench_tiny(tmp_path):
     loop = [c for c in lines if c['case'] == 'loop:xla_cpu']
     # One compilation for the whole search, reported on every architecture's line.
     assert loop[0]['compile_s'] == loop[1]['compile_s'] and loop[0]['compiled_per'] == 'search'
+    # Two calls at once of the same program (proxy.workers=2): two members per timed call.
+    two = [c for c in lines if c['case'] == 'loop:xla_cpu:w2']
+    assert [(c['workers'], c['population']) for c in two] == [(2, 2)] * 2
+    assert two[0]['compile_s'] == loop[0]['compile_s']
 
 
 def _conv_pair(x, kernel, stride, padding):

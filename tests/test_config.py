@@ -18,6 +18,7 @@ BAD = [
     ('proxy.batch_size', 1),
     ('proxy.batch_size', 1024),  # > pool_size
     ('proxy.chunk_size', -2),
+    ('proxy.workers', -1),
     ('proxy.strategy', 'fast'),
     ('proxy.conv_impl', 'cudnn'),
     ('proxy.score_layers', 'two'),
@@ -126,3 +127,12 @@ def test_a_field_added_since_a_run_keeps_it_resumable():
     c.proxy.scan_cells = False
     c.proxy.steps = 7
     assert config_lib.fingerprint_differences(state.fingerprint(c), old) == ['proxy.steps']
+
+
+def test_a_resume_may_change_what_does_not_change_scores():
+    from hwnas_jax.search import state
+
+    c = config_lib.get_config()
+    old = state.fingerprint(c)
+    c.proxy.workers, c.proxy.store = 3, 'scores.sqlite'
+    assert config_lib.fingerprint_differences(state.fingerprint(c), old) == []

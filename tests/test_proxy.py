@@ -77,6 +77,49 @@ def test_loop_engine_compiles_once_and_pads(loop_engine):
     np.testing.assert_allclose(c['score'], c['ckas'].sum(1), rtol=1e-5)
 
 
+def test_workers_run_calls_side_by_side_with_the_same_scores(batch, loop_engine):
+    import threading
+    import time
+
+    genomes = np.concatenate([GENOMES, GENOMES[::-1], GENOMES[:2]])  # 12: three calls of 4.
+    one = engine(batch, population=4, workers=1)  # The loop_engine's program, compiled once.
+    assert one.workers == 1
+    want = one.score(genomes)
+    many = engine(batch, population=4, workers=3)
+    assert many.workers == 3
+    many.score(genomes[:1])
+    compiled, state = many._compiled, {'now': 0, 'most': 0}
+    lock = threading.Lock()
+
+    def counting(*args):  # Records how many calls overlap.
+        with lock:
+            state['now'] += 1
+            state['most'] = max(state['most'], state['now'])
+        time.sleep(0.05)
+        try:
+            return compiled(*args)
+        finally:
+            with lock:
+                state['now'] -= 1
+
+    many._compiled = counting
+    rows = [(r.start, r.stop) for r, _ in many.score_chunks(genomes)]
+    assert rows == [(0, 4), (4, 8), (8, 12)]  # In order.
+    got = many.score(genomes)
+    assert state['most'] == 3
+    assert loop_engine.trace_count == 1  # No program of its own.
+    for k in proxy.OUTPUTS:  # The same program on the same inputs: the same bits.
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_auto_workers():
+    cpu = jax.devices('cpu')
+    cores = len(os.sched_getaffinity(0))
+    assert proxy.auto_workers('loop', cpu[:1]) == cores
+    assert proxy.auto_workers('vmap', cpu[:1]) == 1
+    assert proxy.auto_workers('loop', cpu[:2] * 2) == 1  # Several devices: one call spans them.
+
+
 @pytest.mark.slow
 def test_strategies_agree(batch, loop_engine):
     want = loop_engine.score(GENOMES[:3])

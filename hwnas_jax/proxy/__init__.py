@@ -16,17 +16,20 @@ from hwnas_jax.proxy.program import (
     population_program,
 )
 from hwnas_jax.proxy.scorers import (
+    OUTPUTS,
     STRATEGIES,
     ExactScorer,
     LoopScorer,
     PopulationScorer,
     Scorer,
     VmapScorer,
+    auto_workers,
     from_config,
     make_scorer,
 )
 
 __all__ = [
+    'OUTPUTS',
     'PROGRAMS',
     'STRATEGIES',
     'TRACES',
@@ -36,6 +39,7 @@ __all__ = [
     'Scorer',
     'Settings',
     'VmapScorer',
+    'auto_workers',
     'from_config',
     'init_members',
     'make_member_fn',

@@ -28,7 +28,9 @@ Genome = tuple[int, ...]
 
 def fingerprint(config) -> dict:
     """Config fields a resumed search must share with the run that wrote its state."""
-    proxy = {k: v for k, v in config.proxy.to_dict().items() if k != 'store'}  # A cache only.
+    # The store is a cache and `workers` runs the same program side by side: neither changes
+    # a score, so a resume may change them.
+    proxy = {k: v for k, v in config.proxy.to_dict().items() if k not in ('store', 'workers')}
     return json.loads(
         json.dumps(
             {
