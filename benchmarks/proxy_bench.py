@@ -57,10 +57,11 @@ def define_flags() -> None:
     flags.DEFINE_list(
         'cases',
         ['loop:xla_cpu', 'loop:im2col'],
-        'JAX cases, strategy:conv_impl[:unrolled][:wN] (strategies loop, vmap, exact; conv_impl '
-        "xla, im2col, xla_cpu; ':unrolled': loop/vmap with the cells of a stage unrolled "
-        "instead of scanned, as before; ':wN': N calls of the program at once from N threads, "
-        'as proxy.workers=N does; member_step_s is then per member of the N calls).',
+        'JAX cases, strategy:conv_impl[:scan][:wN] (strategies loop, vmap, exact; conv_impl '
+        'xla, im2col, xla_cpu; loop/vmap unroll the cells of a stage, as the search does, or '
+        "with ':scan' run them as one scan (proxy.scan_cells); ':wN': N calls of the program "
+        'at once from N threads, as proxy.workers=N does; member_step_s is then per member of '
+        'the N calls; before 2026-12-02 a case without a layout meant scan).',
     )
     flags.DEFINE_bool('torch', False, 'Also time PyTorch (the same training, TinyNetwork below).')
     flags.DEFINE_integer('channels', 16, 'C, the first stage width (16: NAS-Bench-201).')
@@ -126,7 +127,7 @@ def jax_runner(
     seed: int = 0,
     compiler_options=None,
     cache: dict | None = None,
-    scan_cells: bool = True,
+    scan_cells: bool = False,
 ):
     """(compile_s, run): `run()` trains `population` fresh members of `genome` and blocks.
 
@@ -432,10 +433,10 @@ def main(argv):
             or not set(layouts) <= {'scan', 'unrolled'}
         ):
             raise app.UsageError(
-                f'bad case {case}; strategy:conv_impl[:unrolled][:wN], strategies '
+                f'bad case {case}; strategy:conv_impl[:scan][:wN], strategies '
                 f'{STRATEGIES}, conv_impls {nb201_net.CONV_IMPLS}'
             )
-        cases.append((strategy, impl, layouts != ['unrolled'], (workers or [1])[0]))
+        cases.append((strategy, impl, layouts == ['scan'], (workers or [1])[0]))
     use_torch = FLAGS.torch and torch_available()
     if FLAGS.torch and not use_torch:
         logging.warning('--torch: PyTorch is not installed; timing JAX only')
