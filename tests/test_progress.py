@@ -61,3 +61,20 @@ def test_eta_counts_the_architectures_still_to_come():
     assert f'ETA {progress_lib._minutes(eta_s)}' in line, line
     # The old estimate (recent seconds per generation times generations left) said 20 h.
     assert eta_s < 0.25 * np.mean([400, 260, 200]) * 97
+
+
+def test_heartbeat_names_the_members_in_flight(monkeypatch):
+    lines = []
+    monkeypatch.setattr(progress_lib.logging, 'info', lambda fmt, *args: lines.append(fmt % args))
+    p = Progress(100, 20)
+    p.start_generation(3, 5)
+    p.heartbeat('training', 30.0)
+    p.at_once = 2
+    p.heartbeat('training', 60.0)
+    p.done = 4
+    p.heartbeat('training', 90.0)
+    assert [line.split(':')[0] for line in lines] == [
+        'gen 4/100  training new architecture 1/5',
+        'gen 4/100  training new architectures 1-2/5',
+        'gen 4/100  training new architecture 5/5',
+    ]

@@ -286,6 +286,7 @@ def run(config, workdir: str) -> dict:
         history_new=[r['evaluations'] for r in state.history],
     )
     scorer.heartbeat = progress.heartbeat
+    progress.at_once = getattr(scorer, 'workers', 1) * getattr(scorer, 'call_size', 1)
     layers = score_layers(config)
     while state.generation < ga_cfg.generations:
         g = state.generation

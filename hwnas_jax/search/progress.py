@@ -71,6 +71,7 @@ class Progress:
         self.gen_seconds: list[float] = list(history_seconds or [])
         self.gen_new: list[int] = list(history_new or [])
         self.generation = 0
+        self.at_once = 1  # Members trained side by side (the scorer's workers).
         self.done = 0
         self.total = 0
         self._last_line = time.perf_counter()
@@ -129,11 +130,13 @@ class Progress:
             return
         per = self.per_member()
         about = f', about {per:.0f} s per member so far' if per else ''
+        last = min(self.done + self.at_once, self.total)
+        which = f' {self.done + 1}' if last <= self.done + 1 else f's {self.done + 1}-{last}'
         logging.info(
-            'gen %d/%d  training new architecture %d/%d: %s%s',
+            'gen %d/%d  training new architecture%s/%d: %s%s',
             self.generation + 1,
             self.generations,
-            self.done + 1,
+            which,
             self.total,
             _minutes(elapsed),
             about,
