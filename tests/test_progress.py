@@ -22,11 +22,11 @@ def test_expected_new_follows_the_searchs_own_decay(b):
 
 def test_expected_new_at_a_constant_rate_is_linear():
     # A search that keeps meeting new architectures at a steady rate (a high mutation rate):
-    # its own data outweigh the prior's decay (30 generations against 5: within 25 %).
+    # its own data outweigh the prior's decay (60 generations against 20: within 25 %).
     rng = np.random.default_rng(0)
-    counts = list(rng.poisson(10, 30))
-    assert expected_new(counts, 70) == pytest.approx(10 * 70, rel=0.25)
-    assert expected_new(counts, 70) > expected_new(counts[:3], 70)
+    counts = list(rng.poisson(10, 60))
+    assert expected_new(counts, 40) == pytest.approx(10 * 40, rel=0.25)
+    assert expected_new(counts, 40) > 5 * expected_new(counts[:3], 40)
 
 
 def test_expected_new_edges():
