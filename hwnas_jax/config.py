@@ -63,12 +63,9 @@ def get_config() -> config_dict.ConfigDict:
     c.proxy.pool_size = 512  # Random images from which the lowest-CE batch is chosen.
     c.proxy.strategy = 'auto'  # 'auto' | 'vmap' (shared shapes) | 'loop' | 'exact'.
     c.proxy.chunk_size = 0  # Members per compiled call; 0: auto (1 on CPU, population else).
-    # Compiled calls in flight at once (threads; the same program, so the same scores); 0:
-    # auto, one per CPU core this process may use for 'loop' on one CPU device, else 1.
-    c.proxy.workers = 0
+    c.proxy.workers = 0  # Calls at once, same scores; 0: one per core for CPU 'loop', else 1.
     c.proxy.conv_impl = 'auto'  # NB201 convolutions: 'auto' (xla_cpu on CPU) | 'xla' | ...
-    # NB201 loop/vmap: a stage's cells as one scan (same scores; compiles 1.6x faster, trains
-    # 14-38 % slower per step on a CPU, measured; unmeasured on GPUs).
+    # NB201 loop/vmap: stage cells as one scan (same scores; 1.6x faster compile, 14-38 % slower).
     c.proxy.scan_cells = False
     # Matched layers (1-based, e.g. '2' or '2,3') whose CKAs the fitness sums; '': all (phi,
     # the paper). Training is unchanged; scores.jsonl keeps phi and every layer's CKA.
@@ -133,7 +130,6 @@ def get_config() -> config_dict.ConfigDict:
     c.study.noise_archs = 10  # The first rows scored again with proxy seed + 1 (noise).
     c.study.top_k = 10  # Top-k hit rate: share of the k most accurate in the k best ranked.
     c.study.bootstrap = 1000  # Bootstrap resamples of the architectures for 95 % intervals.
-    # -- end of figure2 and proxy_study ---------------------------------------------------------
     return c
 
 

@@ -2,9 +2,11 @@
 
 :mod:`~hwnas_jax.proxy.program` holds the device side (pure functions of arrays: the member's
 training, initial weights, the compiled population program); :mod:`~hwnas_jax.proxy.scorers`
-the strategies that run it ('vmap', 'loop', 'exact'), one class each with a common `score`.
+the strategies that run it ('vmap', 'loop'; 'exact' in :mod:`~hwnas_jax.proxy.exact`), one
+class each with a common `score`, and `make_scorer`, which picks one.
 """
 
+from hwnas_jax.proxy.exact import ExactScorer
 from hwnas_jax.proxy.program import (
     PROGRAMS,
     TRACES,
@@ -18,7 +20,6 @@ from hwnas_jax.proxy.program import (
 from hwnas_jax.proxy.scorers import (
     OUTPUTS,
     STRATEGIES,
-    ExactScorer,
     LoopScorer,
     PopulationScorer,
     Scorer,
