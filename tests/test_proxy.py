@@ -77,12 +77,12 @@ def test_loop_engine_compiles_once_and_pads(loop_engine):
     np.testing.assert_allclose(c['score'], c['ckas'].sum(1), rtol=1e-5)
 
 
-def test_workers_run_calls_side_by_side_with_the_same_scores(batch, loop_engine):
+def test_workers_run_calls_side_by_side_with_the_same_scores(batch):
     import threading
     import time
 
     genomes = np.concatenate([GENOMES, GENOMES[::-1], GENOMES[:2]])  # 12: three calls of 4.
-    one = engine(batch, population=4, workers=1)  # The loop_engine's program, compiled once.
+    one = engine(batch, population=4, workers=1)  # The loop_engine's program (4 per call).
     assert one.workers == 1
     want = one.score(genomes)
     many = engine(batch, population=4, workers=3)
@@ -104,10 +104,10 @@ def test_workers_run_calls_side_by_side_with_the_same_scores(batch, loop_engine)
 
     many._compiled = counting
     rows = [(r.start, r.stop) for r, _ in many.score_chunks(genomes)]
-    assert rows == [(0, 4), (4, 8), (8, 12)]  # In order.
+    assert rows == [(0, 12)]  # The three calls that ran together, as one result.
     got = many.score(genomes)
     assert state['most'] == 3
-    assert loop_engine.trace_count == 1  # No program of its own.
+    assert many.trace_count == 1 and many._key == one._key  # One program, traced once.
     for k in proxy.OUTPUTS:  # The same program on the same inputs: the same bits.
         np.testing.assert_array_equal(got[k], want[k])
 

@@ -113,10 +113,11 @@ class Scorer:
         return {k: np.concatenate([o[k] for o in outs]) for k in OUTPUTS}
 
     def score_chunks(self, genomes) -> Iterator[tuple[slice, dict]]:
-        """Scores `genomes` [n, G] call by call, yielding `(rows, result)` after each call.
+        """Scores `genomes` [n, G] call by call, yielding `(rows, result)` after each call
+        (after each group of calls run together, with several workers: their rows as one).
 
         `result` holds 'score', 'loss' and 'ckas' of `genomes[rows]`, as in :meth:`score`; a
-        caller saves each result as it comes, so an interrupted search loses at most one call.
+        caller saves each result as it comes, so an interrupted search loses at most one result.
         """
         genomes = np.asarray(genomes, np.int64)
         if genomes.ndim != 2 or len(genomes) == 0:
@@ -217,8 +218,12 @@ class PopulationScorer(Scorer):
             args = [self._call_args(genomes[rows]) for rows in group]
             self._ensure_compiled(args[0])
             outs = self._run('training', functools.partial(self._execute_at_once, group, args))
-            for rows, out in zip(group, outs, strict=True):
-                yield rows, dict(zip(OUTPUTS, out))
+            # One result for the calls that ran together (consecutive rows), so that a caller
+            # sees their members finish together.
+            yield (
+                slice(group[0].start, group[-1].stop),
+                {k: np.concatenate([o[j] for o in outs]) for j, k in enumerate(OUTPUTS)},
+            )
 
     def _execute_at_once(self, group: list[slice], args: list[tuple]) -> list[tuple]:
         """The compiled calls of `group`, side by side on `len(group)` threads."""
