@@ -146,7 +146,7 @@ def test_ctrl_c_is_prompt_during_compile_and_training_and_resumes(tmp_path):
     """SIGINT while compiling, then while training long members: exit 130 in seconds."""
     workdir = tmp_path / 'w'
     slow = ('--config.proxy.steps=3000',)  # Each member trains for many seconds.
-    for phase in ('Compiling', 'trained 1/'):
+    for phase in ('Compiling', ' trained '):  # ' trained 2/5' with two calls at once.
         proc = launch(workdir, *slow, wait=False, cache=tmp_path / 'cache', pipe=True)
         seen = []
         for line in proc.stderr:
