@@ -236,7 +236,7 @@ def test_interrupt_inside_scoring_then_resume(full_run, tmp_path, monkeypatch):
     before = history[0]['evaluations'] + history[1]['evaluations']
     assert history[2]['evaluations'] > 0
     calls = []
-    real = scorers.LoopScorer.score_chunks  # Its own with several workers, else Scorer's.
+    real = scorers.Scorer.score_chunks
 
     def dying(self, genomes):
         for rows, out in real(self, genomes):  # Calls run together come as one result.
@@ -245,14 +245,14 @@ def test_interrupt_inside_scoring_then_resume(full_run, tmp_path, monkeypatch):
             calls.append(rows.stop - rows.start)
             yield rows, out
 
-    monkeypatch.setattr(scorers.LoopScorer, 'score_chunks', dying)
+    monkeypatch.setattr(scorers.Scorer, 'score_chunks', dying)
     workdir = str(tmp_path / 'w')
     with pytest.raises(KeyboardInterrupt):
         loop.run(tiny_config(), workdir)
     state = json.loads((tmp_path / 'w' / 'state.json').read_text())
     assert state['generation'] == 2
     assert len((tmp_path / 'w' / 'scores.jsonl').read_text().splitlines()) == before
-    monkeypatch.setattr(scorers.LoopScorer, 'score_chunks', real)
+    monkeypatch.setattr(scorers.Scorer, 'score_chunks', real)
     got = loop.run(tiny_config(), workdir)
     assert got == json.loads((want_dir / 'best.json').read_text())
 

@@ -20,7 +20,7 @@ elsewhere) so that no generation recompiles; the member axis is sharded over all
 Workers (`proxy.workers`): 'vmap' and 'loop' may run several calls of the one compiled program
 at once, from threads (XLA runs them side by side, without the GIL). On a CPU, where a member's
 small convolutions keep two threads only partly busy, 'loop' runs one call per core by default:
-1.5x the members per second on 2 cores, with bit-identical outputs (the same program on the
+1.4x the members per second on 2 cores, with bit-identical outputs (the same program on the
 same inputs; `benchmarks/README.md`). One process only: with several, every process must issue
 the same calls in the same order.
 
@@ -58,6 +58,7 @@ class Scorer:
     """Scores genomes [n, G] of one space on one batch (use canonical genomes)."""
 
     strategy: str
+    workers = 1  # Calls run side by side (PopulationScorer: proxy.workers).
 
     def __init__(
         self, space, batch: dict, settings: program.Settings, *, seed: int = 0, devices=None
@@ -122,8 +123,16 @@ class Scorer:
         genomes = np.asarray(genomes, np.int64)
         if genomes.ndim != 2 or len(genomes) == 0:
             raise UserError(f'score needs genomes of shape [n, genes], got {genomes.shape}')
-        for rows in self._calls(len(genomes)):
-            yield rows, dict(zip(OUTPUTS, self._score_call(genomes[rows])))
+        calls = self._calls(len(genomes))
+        for i in range(0, len(calls), self.workers):
+            group = calls[i : i + self.workers]
+            out = self._score_group(genomes, group)
+            yield slice(group[0].start, group[-1].stop), dict(zip(OUTPUTS, out))
+
+    def _score_group(self, genomes: np.ndarray, group: list[slice]) -> tuple[np.ndarray, ...]:
+        """The outputs of the calls `group` (consecutive rows of `genomes`), concatenated."""
+        (rows,) = group
+        return self._score_call(genomes[rows])
 
     def _calls(self, n: int) -> list[slice]:
         raise NotImplementedError
@@ -205,25 +214,13 @@ class PopulationScorer(Scorer):
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
-    def score_chunks(self, genomes) -> Iterator[tuple[slice, dict]]:
-        if self.workers == 1:
-            yield from super().score_chunks(genomes)
-            return
-        genomes = np.asarray(genomes, np.int64)
-        if genomes.ndim != 2 or len(genomes) == 0:
-            raise UserError(f'score needs genomes of shape [n, genes], got {genomes.shape}')
-        calls = self._calls(len(genomes))
-        for i in range(0, len(calls), self.workers):
-            group = calls[i : i + self.workers]
-            args = [self._call_args(genomes[rows]) for rows in group]
-            self._ensure_compiled(args[0])
-            outs = self._run('training', functools.partial(self._execute_at_once, group, args))
-            # One result for the calls that ran together (consecutive rows), so that a caller
-            # sees their members finish together.
-            yield (
-                slice(group[0].start, group[-1].stop),
-                {k: np.concatenate([o[j] for o in outs]) for j, k in enumerate(OUTPUTS)},
-            )
+    def _score_group(self, genomes: np.ndarray, group: list[slice]) -> tuple[np.ndarray, ...]:
+        if len(group) == 1:
+            return self._score_call(genomes[group[0]])
+        args = [self._call_args(genomes[rows]) for rows in group]
+        self._ensure_compiled(args[0])
+        outs = self._run('training', functools.partial(self._execute_at_once, group, args))
+        return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
 
     def _execute_at_once(self, group: list[slice], args: list[tuple]) -> list[tuple]:
         """The compiled calls of `group`, side by side on `len(group)` threads."""
@@ -232,8 +229,6 @@ class PopulationScorer(Scorer):
             n = group[j].stop - group[j].start
             return tuple(self._host(o)[:n] for o in self._compiled(*args[j]))
 
-        if len(group) == 1:
-            return [one(0)]
         with concurrent.futures.ThreadPoolExecutor(len(group), 'hwnas-call') as pool:
             return list(pool.map(one, range(len(group))))
 
@@ -368,7 +363,7 @@ def make_scorer(
 
 def auto_workers(strategy: str, devices) -> int:
     """Calls at once by default: one per CPU core this process may use for 'loop' on one CPU
-    device in one process (measured 1.5x on 2 cores; 3 calls on 2 cores gain less); else 1."""
+    device in one process (1.4x on 2 cores, benchmarks/README.md; 3 on 2 gain less); else 1."""
     if (
         strategy != 'loop'
         or devices[0].platform != 'cpu'
