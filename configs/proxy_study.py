@@ -6,7 +6,9 @@ Expect: 100 connected canonical cells (seeded) scored one after another, a progr
   CKAs, phi and loss after 0/10/25/50 steps, phi on 32 held-out test images, phi with the
   reference's BatchNorm in 'train' mode, FLOPs, params, NASWOT, synflow), study.md (Kendall
   tau, Spearman rho, top-10 hit rate with 95 % bootstrap intervals; noise; the best variant
-  chosen on one half and measured on the other) and, with matplotlib, study.png. Resumable:
+  chosen on one half and measured on the other; the regret of each variable's pick among
+  random pools of 30 cells under three budgets of --config.hardware.metric/device, pixel3
+  latency by default) and, with matplotlib, study.png. Resumable:
   rerun the same command. Measured on this 2-core CPU at full size: 74 min for the 100 cells
   (compiles once, about 2.5 min; then per cell the RMI run with its trajectory and held-out
   CKA about 20 s, the BN pass 15 s, NASWOT + synflow 1-4 s, the seed-noise pass 15 s on the

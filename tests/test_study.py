@@ -79,6 +79,44 @@ def test_split_half_and_orientation():
     assert study.preset_for('phi_heldout') is None
 
 
+def test_selection_regret_replays_a_searchs_pick_under_a_budget():
+    # Row 0 is the best but over budget; among rows 1-3 the best is row 1 (80 %).
+    rows = [
+        {'test_accuracy': a, 'phi': a, 'bad': -a, 'loss': r, 'none': None}
+        for a, r in [(90.0, 0.0), (80.0, 1.0), (70.0, 2.0), (60.0, 3.0)]
+    ]
+    names = ['phi', 'bad', 'loss', 'none']
+    out = study.selection_regret(rows, names, [10, 1, 1, 1], [5, 0.5], pool_size=4, pools=3)
+    got = out[5.0]
+    assert got['pools'] == 3 and got['feasible'] == 3
+    assert got['phi']['regret'] == 0 and got['phi']['hit'] == 1
+    assert got['loss']['regret'] == 0  # Lower loss is better.
+    assert got['bad']['regret'] == 20 and got['bad']['hit'] == 0
+    assert got['random']['regret'] == pytest.approx(10)
+    assert got['phi']['delta_ci'] == (0, 0) and got['bad']['delta_ci'][1] > 0
+    assert 60 - 1e-9 <= 80 - got['none']['regret'] <= 80  # No value: some feasible row.
+    assert out[0.5]['pools'] == 0 and np.isnan(out[0.5]['phi']['regret'])
+    with pytest.raises(ValueError, match='do not match'):
+        study.selection_regret(rows, names, [1, 1], [5])
+
+
+def test_study_md_says_how_far_each_pick_lands_under_a_budget():
+    rng = np.random.default_rng(0)
+    genomes = nb201.random_genomes(rng, 40)
+    acc = rng.uniform(80, 94, 40)
+    rows = [
+        {'genome': g.tolist(), 'test_accuracy': a, 'valid_accuracy': a, 'phi': a, 'cka_2': -a}
+        for g, a in zip(genomes, acc)
+    ]
+    config = smoke_config(bootstrap=20)
+    md = study.report_markdown(rows, config, costs=study.costs_of(rows, config.hardware))
+    section = md.split('## Picking under a budget', 1)[1]
+    assert 'latency on pixel3 <=' in section and '| random feasible pick |' in section
+    phi = next(line for line in section.splitlines() if line.startswith('| phi |'))
+    assert phi.count('0.00 [0.00, 0.00] (1.00)') == 3, phi  # phi is the accuracy here.
+    assert '## Picking under a budget' not in study.report_markdown(rows, config)
+
+
 def test_sample_archs_uniform_over_connected_canonical_classes():
     archs = study.sample_archs(0, 50)
     classes = [a['canonical_index'] for a in archs]
@@ -196,6 +234,12 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path, monkeypat
     with open(tmp_path / 'study.csv') as f:
         table = list(csv.DictReader(f))
     assert [int(r['row']) for r in table] == [0, 1, 2]
+    # Back as written; a column a row lacks (phi_seed2 after noise_archs) reads as None.
+    known = [{k: v for k, v in r.items() if v is not None} for r in rows3]
+    assert [
+        {k: v for k, v in r.items() if v is not None}
+        for r in study.read_csv(str(tmp_path / 'study.csv'))
+    ] == known
     for name in (
         'phi',
         'loss',

@@ -35,8 +35,10 @@ Modules: :mod:`~hwnas_jax.study.stats` (rank statistics, numpy only),
 
 Outputs in the workdir: ``study.jsonl`` (one line per architecture, appended and fsynced as it
 is done: a rerun resumes), ``study_state.json`` (the settings; a rerun with others is refused),
-``batch.npz``, ``study.csv``, ``study.md`` (rank correlations with bootstrap CIs, noise, and a
-split-half check of the best variant) and, with matplotlib, ``study.png``.
+``batch.npz``, ``study.csv``, ``study.md`` (rank correlations with bootstrap CIs, noise, a
+split-half check of the best variant, and how far each variable's pick lands below the best
+among random pools under three budgets of ``config.hardware``: :func:`stats.selection_regret`)
+and, with matplotlib, ``study.png``.
 """
 
 from __future__ import annotations
@@ -52,14 +54,16 @@ from absl import logging
 from hwnas_jax import config as config_lib
 from hwnas_jax import fileio
 from hwnas_jax.errors import UserError
+from hwnas_jax.hardware import costs as hw_costs
 from hwnas_jax.spaces import nb201, nb201_costs, nb201_truth
 from hwnas_jax.study.passes import Passes, rmi_program, rmi_variables, steps_k
-from hwnas_jax.study.report import plot, preset_for, report_markdown, write_csv
+from hwnas_jax.study.report import plot, preset_for, read_csv, report_markdown, write_csv
 from hwnas_jax.study.stats import (
     bootstrap,
     correlations,
     kendall_tau,
     rankdata,
+    selection_regret,
     spearman,
     split_half,
     top_k_hits,
@@ -71,15 +75,18 @@ __all__ = [
     'canonical_classes',
     'check_config',
     'correlations',
+    'costs_of',
     'kendall_tau',
     'plot',
     'preset_for',
     'rankdata',
+    'read_csv',
     'report_markdown',
     'rmi_program',
     'rmi_variables',
     'run',
     'sample_archs',
+    'selection_regret',
     'spearman',
     'split_half',
     'steps_k',
@@ -215,6 +222,18 @@ def check_config(config) -> None:
 # -- the job --------------------------------------------------------------------------------------
 
 
+def costs_of(rows, hw) -> np.ndarray:
+    """The rows' cost under ``config.hardware`` (+inf where the table lacks a value)."""
+    return hw_costs.cost(
+        np.asarray([r['genome'] for r in rows], np.int64),
+        hw.metric,
+        device=hw.device if hw.metric in hw_costs.DEVICE_METRICS else None,
+        dataset=hw.dataset,
+        missing='infeasible',
+        table=hw.table,
+    )
+
+
 def run(config, workdir: str) -> list[dict[str, Any]]:
     """Runs (or resumes) the proxy study of ``config`` in ``workdir``; returns its rows."""
     check_config(config)
@@ -279,7 +298,7 @@ def run(config, workdir: str) -> list[dict[str, Any]]:
         )
     rows = [done[i] for i in range(len(archs))]
     write_csv(os.path.join(workdir, 'study.csv'), rows)
-    md = report_markdown(rows, config)
+    md = report_markdown(rows, config, costs=costs_of(rows, config.hardware))
     fileio.atomic_write_text(os.path.join(workdir, 'study.md'), md)
     drew = plot(os.path.join(workdir, 'study.png'), rows)
     logging.info('Proxy study done in %.1f min:\n%s', (time.perf_counter() - t_start) / 60, md)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from hwnas_jax import fileio
+from hwnas_jax.hardware.costs import DEVICE_METRICS
 from hwnas_jax.study.stats import (
     BASELINES,
     LOWER_IS_BETTER,
@@ -16,6 +17,7 @@ from hwnas_jax.study.stats import (
     correlations,
     describe_variable,
     kendall_tau,
+    selection_regret,
     spearman,
     split_half,
     variables_of,
@@ -44,8 +46,9 @@ def preset_for(name: str) -> str | None:
     return None
 
 
-def report_markdown(rows: list[dict[str, Any]], config) -> str:
-    """study.md: the correlation table, the noise lines and the split-half check."""
+def report_markdown(rows: list[dict[str, Any]], config, costs=None) -> str:
+    """study.md: the correlation table, the noise lines, the split-half check and, given the
+    rows' ``costs`` under ``config.hardware``, the regret of each variable's pick."""
     s = config.study
     seed = int(config.seed)
     names = variables_of(rows)
@@ -122,7 +125,83 @@ def report_markdown(rows: list[dict[str, Any]], config) -> str:
                 else 'No search config ranks by it yet.'
             )
         )
+    if costs is not None:
+        chosen = half['chosen'] if half else None
+        lines += _regret_section(rows, names, np.asarray(costs, np.float64), config, chosen)
     return '\n'.join(lines) + '\n'
+
+
+REGRET_POOL, REGRET_POOLS, REGRET_QUANTILES = 30, 1000, (0.25, 0.5, 0.75)
+
+
+def _regret_section(rows, names, costs, config, chosen) -> list[str]:
+    """study.md's "Picking under a budget": :func:`selection_regret` at three budgets, and
+    the paired interval of the regret difference from phi for ``chosen`` and the baselines."""
+    finite = costs[np.isfinite(costs)]
+    if len(finite) < 8:
+        return []
+    hw = config.hardware
+    what = f'{hw.metric} on {hw.device}' if hw.metric in DEVICE_METRICS else hw.metric
+    budgets = [float(f'{b:.4g}') for b in np.quantile(finite, REGRET_QUANTILES)]
+    res = selection_regret(
+        rows,
+        names,
+        costs,
+        budgets,
+        pool_size=REGRET_POOL,
+        pools=REGRET_POOLS,
+        resamples=int(config.study.bootstrap) // 5,
+        seed=int(config.seed),
+    )
+    head = ' | '.join(f'{what} <= {b:g}' for b in budgets)
+    lines = [
+        '',
+        '## Picking under a budget',
+        '',
+        'A search keeps the best-scored architecture that meets its budget. Replayed on '
+        f'{REGRET_POOLS} random pools of {min(REGRET_POOL, len(rows))} of these architectures, '
+        f"at budgets on the 25/50/75 % quantiles of their {what}: mean regret (the pool's best "
+        "feasible test accuracy minus the pick's, in points) [95 % interval, resampling the "
+        "architectures], and in parentheses how often the pick is the pool's best. "
+        'Architectures the cost table lacks count as infeasible.',
+        '',
+        f'| variable | {head} |',
+        '|---|' + '---|' * len(budgets),
+        '| (feasible per pool) | '
+        + ' | '.join(f'{res[b]["feasible"]:.1f}' for b in budgets)
+        + ' |',
+        '| random feasible pick | '
+        + ' | '.join(f'{res[b]["random"]["regret"]:.2f}' for b in budgets)
+        + ' |',
+    ]
+    for name in names:
+        cells = [
+            f'{_fmt2(res[b][name]["regret"], res[b][name]["regret_ci"])} '
+            f'({res[b][name]["hit"]:.2f})'
+            for b in budgets
+        ]
+        lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    if 'phi' not in names:
+        return lines
+    lines += [
+        '',
+        "Regret minus phi's (95 % interval, paired; below 0: a better pick than phi's):",
+        '',
+    ]
+    for name in [n for n in names if n == chosen or n in BASELINES]:
+        gaps = ' / '.join(
+            f'[{res[b][name]["delta_ci"][0]:.2f}, {res[b][name]["delta_ci"][1]:.2f}]'
+            for b in budgets
+        )
+        why = ' (the variant chosen on half A above)' if name == chosen else ''
+        lines.append(f'- {name}{why}: {gaps}')
+    return lines
+
+
+def _fmt2(v: float, ci) -> str:
+    if not np.isfinite(v):
+        return 'n/a'
+    return f'{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]' if np.all(np.isfinite(ci)) else f'{v:.2f}'
 
 
 def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
@@ -139,6 +218,35 @@ def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
             }
         )
     fileio.atomic_write_text(path, buf.getvalue())
+
+
+_INT_COLUMNS, _LIST_COLUMNS, _TEXT_COLUMNS = (
+    ('row', 'index', 'canonical_index'),
+    ('genome', 'canonical'),
+    ('arch_str',),
+)
+
+
+def read_csv(path: str) -> list[dict[str, Any]]:
+    """The rows of a study.csv as the study made them (the inverse of :func:`write_csv`), to
+    re-analyse a finished study without its work directory, e.g.
+    ``report_markdown(read_csv(p), config, costs=...)``."""
+    with open(path, newline='') as f:
+        table = list(csv.DictReader(f))
+    rows = []
+    for r in table:
+        row: dict[str, Any] = {}
+        for k, v in r.items():
+            if k in _TEXT_COLUMNS:
+                row[k] = v
+            elif v == '':
+                row[k] = None
+            elif k in _LIST_COLUMNS:
+                row[k] = [int(x) for x in v.split(',')]
+            else:
+                row[k] = int(v) if k in _INT_COLUMNS else float(v)
+        rows.append(row)
+    return rows
 
 
 def plot(path: str, rows: list[dict[str, Any]]) -> bool:

@@ -196,3 +196,97 @@ def split_half(
         'tau_b_phi': kendall_tau(xp, y),
         'delta_ci': delta,
     }
+
+
+def _pool_regrets(acc, costs, values, draws, budget):
+    """Per pool: regret of each variable's pick ([V, P], NaN without a feasible row), the
+    random pick's ([P]) and whether each pick is the pool's best ([V, P])."""
+    ok = costs[draws] <= budget  # [P, m]
+    has = ok.any(1)
+    a = np.where(ok, acc[draws], -np.inf)
+    best = np.where(has, a.max(1), np.nan)
+    mean = np.where(ok, acc[draws], 0.0).sum(1) / np.maximum(ok.sum(1), 1)
+    random = np.where(has, best - mean, np.nan)
+    picks = np.argmax(np.where(ok[None], values[:, draws], -np.inf), 2)  # [V, P]
+    chosen = np.take_along_axis(acc[draws][None], picks[..., None], 2)[..., 0]
+    regret = np.where(has, best - chosen, np.nan)
+    return regret, random, regret == 0
+
+
+def selection_regret(
+    rows: list[dict[str, Any]],
+    names: list[str],
+    costs,
+    budgets,
+    *,
+    pool_size: int = 30,
+    pools: int = 1000,
+    resamples: int = 200,
+    seed: int = 0,
+) -> dict[float, dict[str, Any]]:
+    """How far below the best each variable's pick lands, among random pools under a budget.
+
+    A search keeps the best-scored architecture that meets its budget among those it scored.
+    This replays that choice on the study's rows: ``pools`` random pools of ``pool_size`` rows
+    (without replacement); in each, the feasible rows (``costs <= budget``), the pick (highest
+    oriented value; NaN never picked) and its regret, the pool's best feasible test accuracy
+    minus the pick's. 'random' is the mean regret of a uniformly random feasible pick. The
+    95 % intervals resample the architectures (``resamples`` times, then draw the pools from
+    the resample), so they cover the luck of the architectures drawn, not only the pools'.
+
+    Returns, per budget: ``{'pools': pools with a feasible row, 'feasible': mean feasible rows
+    per such pool, name: {'regret', 'regret_ci', 'hit' (share of pools where the pick is the
+    pool's best), 'delta_ci' (interval of regret minus phi's, when 'phi' is in names)}}``.
+    """
+    acc = np.asarray([r['test_accuracy'] for r in rows], np.float64)
+    costs = np.asarray(costs, np.float64)
+    if costs.shape != acc.shape:
+        raise ValueError(f'costs {costs.shape} do not match the {len(acc)} rows')
+    values = (
+        np.stack([oriented(n, [np.nan if r.get(n) is None else r[n] for r in rows]) for n in names])
+        if names
+        else np.zeros((0, len(rows)))
+    )
+    # A feasible row with no value is picked only when no feasible row has one.
+    values = np.where(np.isfinite(values), values, -np.finfo(np.float64).max)
+    rng = np.random.default_rng([seed, 15])
+    m, n = min(int(pool_size), len(rows)), len(rows)
+    draws = np.argsort(rng.random((int(pools), n)), 1)[:, :m]
+    boot = []  # Pools drawn from resampled architectures (a fifth as many per resample).
+    for _ in range(int(resamples)):
+        take = rng.integers(0, n, n)
+        boot.append(take[np.argsort(rng.random((max(int(pools) // 5, 1), n)), 1)[:, :m]])
+    out: dict[float, dict[str, Any]] = {}
+    for budget in budgets:
+        regret, random, hit = _pool_regrets(acc, costs, values, draws, budget)
+        has = np.isfinite(random)
+        res: dict[str, Any] = {
+            'pools': int(has.sum()),
+            'feasible': float(np.mean((costs[draws] <= budget).sum(1)[has])) if has.any() else 0.0,
+            'random': {'regret': float(np.nanmean(random)) if has.any() else float('nan')},
+        }
+        means = []
+        for d in boot:
+            r, _, _ = _pool_regrets(acc, costs, values, d, budget)
+            means.append(np.nanmean(r, 1) if np.isfinite(r).any() else np.full(len(names), np.nan))
+        means = np.asarray(means).reshape(len(boot), len(names))
+        phi = names.index('phi') if 'phi' in names else None
+        for v, name in enumerate(names):
+            entry = {
+                'regret': float(np.nanmean(regret[v])) if has.any() else float('nan'),
+                'hit': float(np.mean(hit[v][has])) if has.any() else float('nan'),
+                'regret_ci': _interval(means[:, v]),
+            }
+            if phi is not None:
+                entry['delta_ci'] = _interval(means[:, v] - means[:, phi])
+            res[name] = entry
+        out[float(budget)] = res
+    return out
+
+
+def _interval(values) -> tuple[float, float]:
+    values = np.asarray(values, np.float64)
+    if not np.isfinite(values).any():
+        return (float('nan'),) * 2
+    lo, hi = np.nanpercentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
