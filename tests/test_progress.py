@@ -63,6 +63,28 @@ def test_eta_counts_the_architectures_still_to_come():
     assert eta_s < 0.25 * np.mean([400, 260, 200]) * 97
 
 
+def test_a_resumed_search_times_the_rest_by_this_process_only():
+    # Its first ten generations ran on a machine 10x slower: 2000 s for 20 members.
+    p = Progress(100, 20, every=1e9, history_seconds=[2000.0] * 10, history_new=[20] * 10)
+    p.start_generation(10, 2)
+    p.member_done(40.0, 2)  # 20 s per member here.
+    line = p.generation_line(
+        {
+            'generation': 10,
+            'best_fitness': 2.9,
+            'best_score': 2.9,
+            'best_cost': 4.0,
+            'feasible_fraction': 0.9,
+            'evaluations': 2,
+            'cache_hits': 18,
+            'seconds': 40.0,
+            'compile_seconds': 0.0,
+        }
+    )
+    eta_s = 20.0 * expected_new([20] * 10 + [2], 89)
+    assert f'ETA {progress_lib._minutes(eta_s)}' in line, line
+
+
 def test_heartbeat_names_the_members_in_flight(monkeypatch):
     lines = []
     monkeypatch.setattr(progress_lib.logging, 'info', lambda fmt, *args: lines.append(fmt % args))

@@ -72,6 +72,7 @@ class Progress:
         self.member_seconds: list[float] = []
         self.gen_seconds: list[float] = list(history_seconds or [])
         self.gen_new: list[int] = list(history_new or [])
+        self._timed_here = len(self.gen_seconds)  # Generations before it ran elsewhere.
         self.generation = 0
         self.at_once = 1  # Members trained side by side (the scorer's workers).
         self.done = 0
@@ -88,12 +89,15 @@ class Progress:
         """Seconds the `later` generations after those of `counts` should take.
 
         Each trains fewer new architectures than the last (`expected_new`) at the recent
-        seconds per member, plus a generation's own overhead (the recent median).
+        seconds per member, plus a generation's own overhead (the recent median, over the
+        generations of this process only: a resumed search's earlier ones may have run on a
+        slower machine or with fewer calls at once).
         """
         per = self.per_member()
         if per is None:
             return float('nan')
-        recent = list(zip(self.gen_seconds, self.gen_new, strict=False))[-10:]
+        here = zip(self.gen_seconds[self._timed_here :], self.gen_new[self._timed_here :])
+        recent = list(here)[-10:]
         overhead = float(np.median([max(0.0, s - n * per) for s, n in recent])) if recent else 0.0
         return expected_new(counts, later) * per + later * overhead
 
