@@ -8,16 +8,38 @@ from hwnas_jax.search.progress import Progress, expected_new
 
 
 def _power_law(a, b, generations):
-    return [int(round(a * (g + 1) ** -b)) for g in range(generations)]
+    return [a * (g + 1) ** -b for g in range(generations)]
 
 
-@pytest.mark.parametrize('b', [0.4, 0.66, 1.0])
+@pytest.mark.parametrize('b', [0.4, progress_lib.DECAY, 1.0])
 def test_expected_new_follows_the_searchs_own_decay(b):
     counts = _power_law(20, b, 100)
     seen = 25
     predicted = expected_new(counts[:seen], 100 - seen)
     actual = sum(counts[seen:])
-    assert predicted == pytest.approx(actual, rel=0.25), (predicted, actual)
+    # The prior (twenty generations' worth) pulls the decay towards DECAY.
+    assert 0.7 * actual < predicted < 1.7 * actual, (predicted, actual)
+    if b == progress_lib.DECAY:
+        assert predicted == pytest.approx(actual, rel=0.15)
+
+
+# New architectures per generation of a Figure 2 slice search (pixel3, 11 ms, GA seed 2):
+# 224 in all, with droughts (generations 35-38) and late bursts (88-93).
+SLICE_SEARCH = [
+    20, 13, 3, 7, 7, 3, 4, 3, 2, 2, 1, 2, 4, 5, 6, 7, 3, 3, 4, 3, 5, 5, 0, 2, 0, 2, 3, 3, 0, 2,
+    1, 2, 1, 1, 1, 0, 0, 0, 0, 1, 1, 2, 0, 3, 1, 1, 0, 0, 1, 1, 2, 0, 1, 4, 0, 2, 1, 0, 1, 3,
+    1, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 0, 1, 0, 1, 2, 2, 1, 2, 3, 4, 3, 5, 2, 0, 1, 0, 7, 4,
+    4, 1, 6, 5, 2, 1, 3, 1, 1, 0,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize('seen', [1, 2, 5, 10, 20, 30, 40, 60])
+def test_expected_new_on_a_real_search(seen):
+    # Within a factor of about 2 of what came (the fit on the logarithms of the counts, which
+    # the 0s and 1s pull low, predicted 0.23-0.53 of it at generations 5, 10, 40 and 60).
+    predicted = expected_new(SLICE_SEARCH[:seen], 100 - seen)
+    actual = sum(SLICE_SEARCH[seen:])
+    assert 0.45 * actual < predicted < 1.25 * actual, (predicted, actual)
 
 
 def test_expected_new_at_a_constant_rate_is_linear():
@@ -32,7 +54,9 @@ def test_expected_new_at_a_constant_rate_is_linear():
 def test_expected_new_edges():
     assert expected_new([], 10) == 0.0
     assert expected_new([20, 5], 0) == 0.0
-    assert expected_new([20] + [0] * 10, 89) < 1.0  # Converged: nothing new to come.
+    # A drought lowers the estimate without ending it: real searches come back from them
+    # (SLICE_SEARCH: four empty generations, then 1, 1, 2, 0, 3).
+    assert expected_new([20] + [0] * 10, 89) < 0.25 * expected_new([20] + [4] * 10, 89)
     # One generation says nothing of the decay: the prior, calibrated on the Figure 2 slice
     # (190 distinct cells in 100 generations of 20).
     assert 20 + expected_new([20], 99) == pytest.approx(190, abs=2)
