@@ -112,7 +112,7 @@ def test_a_resumed_search_times_the_rest_by_this_process_only():
 def test_heartbeat_names_the_members_in_flight(monkeypatch):
     lines = []
     monkeypatch.setattr(progress_lib.logging, 'info', lambda fmt, *args: lines.append(fmt % args))
-    p = Progress(100, 20)
+    p = Progress(100, 20, every=0.0)
     p.start_generation(3, 5)
     p.heartbeat('training', 30.0)
     p.at_once = 2
@@ -124,3 +124,28 @@ def test_heartbeat_names_the_members_in_flight(monkeypatch):
         'gen 4/100  training new architectures 1-2/5',
         'gen 4/100  training new architecture 5/5',
     ]
+
+
+def test_a_line_at_least_every_30_s_however_long_the_calls(monkeypatch):
+    # Calls of 40 s, two members each (two calls at once): heartbeats counted from the call's
+    # start printed at 30 s into each call and the 'trained' line (with the ETA) never came,
+    # leaving gaps of up to a minute between lines.
+    lines, clock = [], [0.0]
+    monkeypatch.setattr(
+        progress_lib.logging, 'info', lambda fmt, *args: lines.append((clock[0], fmt % args))
+    )
+    monkeypatch.setattr(progress_lib.time, 'perf_counter', lambda: clock[0])
+    p = Progress(100, 20)
+    p.at_once = 2
+    p.start_generation(0, 20)
+    for _ in range(5):
+        start = clock[0]
+        while clock[0] < start + 40.0:
+            clock[0] += 1.0
+            p.heartbeat('training', clock[0] - start)  # Every second, as the scorer calls it.
+        p.member_done(40.0, 2)
+    times = [0.0] + [t for t, _ in lines]
+    assert max(b - a for a, b in zip(times, times[1:])) <= 30.0, lines
+    trained = [line for _, line in lines if 'trained' in line]
+    assert len(trained) == 5 and all('ETA' in line for line in trained), lines
+    assert sum('training new architectures' in line for _, line in lines) == 5, lines

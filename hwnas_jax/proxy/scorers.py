@@ -69,7 +69,7 @@ class Scorer:
         self.devices = list(devices or distributed.devices())
         self.backend = self.devices[0].platform
         self.compile_seconds = 0.0
-        # Progress: called with ('compiling' | 'training', seconds elapsed) every 30 s.
+        # Progress: called with ('compiling' | 'training', seconds elapsed) every second.
         self.heartbeat: Callable[[str, float], None] | None = None
         self._images = self._put(batch['images'], np.float32)
         self._labels = self._put(batch['labels'], np.int32)
@@ -83,7 +83,8 @@ class Scorer:
 
     def _run(self, doing: str, fn):
         beat = None if self.heartbeat is None else functools.partial(self.heartbeat, doing)
-        return background.call(fn, heartbeat=beat)
+        # Every second: the heartbeat itself prints when 30 s have passed since the last line.
+        return background.call(fn, heartbeat=beat, every=1.0)
 
     def _compile(self, what: str, key: str, fn, args):
         """Builds a compiled program off the main thread, with a notice first.

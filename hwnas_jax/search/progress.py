@@ -80,6 +80,7 @@ class Progress:
         self.done = 0
         self.total = 0
         self._last_line = time.perf_counter()
+        self._beat_since_trained = False  # A heartbeat line since the last 'trained' line.
 
     def start_generation(self, generation: int, new: int) -> None:
         self.generation, self.done, self.total = generation, 0, new
@@ -119,8 +120,12 @@ class Progress:
         self.member_seconds.extend([seconds / count] * count)
         self.done += count
         now = time.perf_counter()
-        if now - self._last_line >= self.every or len(self.member_seconds) == count:
+        first = len(self.member_seconds) == count
+        # After a heartbeat ('training ...: 30 s'), say when those members are done, with the
+        # ETA: with calls of 30-60 s the heartbeats would otherwise be the only lines.
+        if now - self._last_line >= self.every or first or self._beat_since_trained:
             self._last_line = now
+            self._beat_since_trained = False
             logging.info(
                 'gen %d/%d  trained %d/%d new architectures%s',
                 self.generation + 1,
@@ -131,8 +136,15 @@ class Progress:
             )
 
     def heartbeat(self, doing: str, elapsed: float) -> None:
-        """Called every ~30 s of a long compile or compiled call."""
-        self._last_line = time.perf_counter()
+        """Called every second or so of a long compile or compiled call (`elapsed` seconds in).
+
+        Prints a line when `every` seconds have passed since the last line, whatever printed
+        it, so that lines come at least every `every` seconds however long the calls are.
+        """
+        now = time.perf_counter()
+        if now - self._last_line < self.every or elapsed < min(self.every, 1.0):
+            return
+        self._last_line = now
         if doing == 'compiling':
             logging.info('still compiling (%s so far)', _minutes(elapsed))
             return
@@ -140,6 +152,7 @@ class Progress:
         about = f', about {per:.0f} s per member so far' if per else ''
         last = min(self.done + self.at_once, self.total)
         which = f' {self.done + 1}' if last <= self.done + 1 else f's {self.done + 1}-{last}'
+        self._beat_since_trained = True
         logging.info(
             'gen %d/%d  training new architecture%s/%d: %s%s',
             self.generation + 1,
