@@ -142,7 +142,7 @@ class Progress:
         it, so that lines come at least every `every` seconds however long the calls are.
         """
         now = time.perf_counter()
-        if now - self._last_line < self.every or elapsed < min(self.every, 1.0):
+        if now - self._last_line < self.every:
             return
         self._last_line = now
         if doing == 'compiling':
