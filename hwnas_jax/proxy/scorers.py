@@ -285,9 +285,9 @@ class PopulationScorer(Scorer):
             jax.eval_shape(init_fn, *init_args),
         )
         init_lowered = init_fn.lower(*init_args)
-        train_lowered = train_fn.lower(*weights, genomes, valid, images, labels, ref)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # XLA compiles without the GIL.
-            init_compiled = pool.submit(init_lowered.compile)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # XLA compiles without the GIL,
+            init_compiled = pool.submit(init_lowered.compile)  # here while `train` is traced.
+            train_lowered = train_fn.lower(*weights, genomes, valid, images, labels, ref)
             train_compiled = train_lowered.compile()
             init_compiled = init_compiled.result()
 

@@ -34,7 +34,7 @@ unbiased one: a factor n/(n-1), n = batch x height x width).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -42,9 +42,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
-from jax import lax
 
 from hwnas_jax.spaces.nb201 import EDGES, NUM_EDGES, OPS, validate
+from hwnas_jax.spaces.nb201_cell import (  # noqa: F401 - Cell, ReLUConvBN re-exported
+    CONV_OPS,
+    Cell,
+    ReLUConvBN,
+    ResNetBlock,
+    _CellStep,
+    batch_norm,
+    unrolled_cell,
+)
 from hwnas_jax.spaces.nb201_conv import (  # noqa: F401 - CONV_IMPLS re-exported
     _KERNEL_INIT,
     CONV_IMPLS,
@@ -53,7 +61,6 @@ from hwnas_jax.spaces.nb201_conv import (  # noqa: F401 - CONV_IMPLS re-exported
 from hwnas_jax.spaces.nb201_stack import stack_cells, unrolled
 
 DISPATCHES = ('select', 'switch')
-_CONV_OPS = {'nor_conv_1x1': 1, 'nor_conv_3x3': 3}  # Op name -> kernel size.
 
 
 def _uniform_bias_init(fan_in: int) -> nn.initializers.Initializer:
@@ -65,154 +72,8 @@ def _uniform_bias_init(fan_in: int) -> nn.initializers.Initializer:
     return init
 
 
-def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
-
-
-class ReLUConvBN(nn.Module):
-    """ReLU, bias-free k x k conv (padding (k-1)/2), affine BatchNorm: NAS-Bench-201's conv op."""
-
-    features: int
-    kernel_size: int
-    strides: int = 1
-    conv_impl: str = 'xla'
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """[B, H, W, C_in] -> [B, H / strides, W / strides, features]."""
-        x = Conv2d(
-            self.features,
-            self.kernel_size,
-            self.strides,
-            (self.kernel_size - 1) // 2,
-            self.conv_impl,
-            name='conv',
-        )(nn.relu(x))
-        return _batch_norm(train, 'bn')(x)
-
-
-def _avg_pool_3x3(x: jax.Array) -> jax.Array:
-    """3x3 average pool, stride 1, padding 1, dividing by the number of non-padding inputs."""
-    h, w = x.shape[1:3]
-    total = lax.reduce_window(
-        x,
-        np.array(0, x.dtype),
-        lax.add,
-        (1, 3, 3, 1),
-        (1, 1, 1, 1),
-        ((0, 0), (1, 1), (1, 1), (0, 0)),
-    )
-    rows = np.minimum(np.arange(h) + 1, h - 1) - np.maximum(np.arange(h) - 1, 0) + 1
-    cols = np.minimum(np.arange(w) + 1, w - 1) - np.maximum(np.arange(w) - 1, 0) + 1
-    return total / jnp.asarray(np.outer(rows, cols)[None, :, :, None], x.dtype)
-
-
-def _avg_pool_2x2(x: jax.Array) -> jax.Array:
-    total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
-    return total / 4
-
-
-class ResNetBlock(nn.Module):
-    """NAS-Bench-201's stride-2 ResNet block between stages (xautodl ``ResNetBasicblock``)."""
-
-    features: int
-    conv_impl: str = 'xla'
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """[B, H, W, C_in] -> [B, H / 2, W / 2, features]."""
-        y = ReLUConvBN(self.features, 3, 2, self.conv_impl, name='conv_a')(x, train=train)
-        y = ReLUConvBN(self.features, 3, 1, self.conv_impl, name='conv_b')(y, train=train)
-        shortcut = Conv2d(self.features, 1, impl=self.conv_impl, name='shortcut')
-        return shortcut(_avg_pool_2x2(x)) + y
-
-
-def _conv_op(op: str, features: int, conv_impl: str, edge: tuple[int, int]) -> ReLUConvBN:
-    return ReLUConvBN(features, _CONV_OPS[op], 1, conv_impl, name=f'edge_{edge[0]}_{edge[1]}_{op}')
-
-
-class Cell(nn.Module):
-    """A NAS-Bench-201 cell: node j = sum over i < j of op_ij(node i); returns node 3.
-
-    Attributes:
-      features: channels in and out.
-      genome: the static genome (exact cell; only the chosen conv ops get parameters), or None
-        for the population cell, whose genome is the traced ``__call__`` argument.
-      conv_impl: see :class:`Conv2d`.
-      dispatch: see :class:`PopulationNetwork`.
-    """
-
-    features: int
-    genome: tuple[int, ...] | None = None
-    conv_impl: str = 'xla'
-    dispatch: str = 'select'
-
-    @nn.compact
-    def __call__(self, x: jax.Array, genome: jax.Array | None = None, *, train: bool) -> jax.Array:
-        """x: [B, H, W, features]; genome: int32 [6] iff ``self.genome`` is None."""
-        nodes = [x]
-        for j in range(1, 4):
-            total = None
-            for e, (target, i) in enumerate(EDGES):
-                if target != j:
-                    continue
-                h = nodes[i]
-                if self.genome is not None:
-                    op = OPS[self.genome[e]]
-                    if op in _CONV_OPS:
-                        y = _conv_op(op, self.features, self.conv_impl, (j, i))(h, train=train)
-                    elif op == 'avg_pool_3x3':
-                        y = _avg_pool_3x3(h)
-                    elif op == 'skip_connect':
-                        y = h
-                    else:
-                        y = jnp.zeros_like(h)
-                else:
-                    y = self._population_op(genome[e], h, (j, i), train)
-                total = y if total is None else total + y
-            nodes.append(total)
-        return nodes[-1]
-
-    def _population_op(
-        self, op: jax.Array, h: jax.Array, edge: tuple[int, int], train: bool
-    ) -> jax.Array:
-        """The output of op index `op` (traced int32 scalar) on edge `edge` for input `h`."""
-
-        def conv(name: str) -> Callable[[nn.Module, jax.Array], jax.Array]:
-            return lambda mdl, x: _conv_op(name, self.features, self.conv_impl, edge)(
-                x, train=train
-            )
-
-        branches = [
-            lambda mdl, x: jnp.zeros_like(x),
-            lambda mdl, x: x,
-            conv('nor_conv_1x1'),
-            conv('nor_conv_3x3'),
-            lambda mdl, x: _avg_pool_3x3(x),
-        ]
-        if self.dispatch == 'switch' and not self.is_initializing():
-            # Runs the chosen op only (a conditional; under vmap it becomes a select anyway).
-            return nn.switch(op, branches, self, h)
-        # Every op runs; select_n passes the chosen one through exactly and its gradient never
-        # reaches the others, so their values (and BN batch statistics) cannot change the result.
-        return lax.select_n(op, *[branch(self, h) for branch in branches])
-
-
-class _CellStep(nn.Module):
-    """One population cell as a scan step: (x, genome) -> (cell(x), None)."""
-
-    features: int
-    conv_impl: str
-    dispatch: str
-    train: bool
-
-    @nn.compact
-    def __call__(self, x: jax.Array, genome: jax.Array) -> tuple[jax.Array, None]:
-        cell = Cell(self.features, None, self.conv_impl, self.dispatch, name='cell')
-        return cell(x, genome, train=self.train), None
-
-
 def _tiny_network(
+    module: nn.Module,
     x: jax.Array,
     genome: jax.Array | None,
     static_genome: tuple | None,
@@ -224,7 +85,8 @@ def _tiny_network(
     dispatch: str = 'select',
     scan_cells: bool = False,
 ) -> tuple[jax.Array, list[jax.Array]]:
-    """The body shared by both forms; call from a compact method (submodules attach there)."""
+    """The body shared by both forms; call from `module`'s compact method (submodules attach
+    there)."""
     if conv_impl not in CONV_IMPLS:
         raise ValueError(f'conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}')
     if dispatch not in DISPATCHES:
@@ -235,7 +97,7 @@ def _tiny_network(
             f'multiples of 4, got shape {x.shape}'
         )
     x = Conv2d(channels, 3, 1, 1, conv_impl, name='stem_conv')(x)
-    x = _batch_norm(train, 'stem_bn')(x)
+    x = batch_norm(train, 'stem_bn')(x)
     features = []
     k = 0
     for stage in range(3):
@@ -256,12 +118,13 @@ def _tiny_network(
             x, _ = step(width, conv_impl, dispatch, train, name=f'stage{stage}_cells')(x, genome)
             k += cells_per_stage
         for _ in range(0 if scan_cells else cells_per_stage):
-            cell = Cell(width, static_genome, conv_impl, dispatch, name=f'cell{k}')
-            x = cell(x, genome, train=train)
+            x = unrolled_cell(module, f'cell{k}', width, static_genome, conv_impl, dispatch)(
+                x, genome, train
+            )
             k += 1
         if stage < 2:
             features.append(x)  # Outputs of cell N-1 and cell 2N.
-    x = nn.relu(_batch_norm(train, 'lastact_bn')(x))
+    x = nn.relu(batch_norm(train, 'lastact_bn')(x))
     features.append(x)
     pooled = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(
@@ -305,6 +168,7 @@ class Network(nn.Module):
         """
         genome = tuple(int(v) for v in validate(self.genome))
         return _tiny_network(
+            self,
             x,
             None,
             genome,
@@ -374,6 +238,7 @@ class PopulationNetwork(nn.Module):
                 f'genome must be an integer array [{NUM_EDGES}], got {genome.dtype} {genome.shape}'
             )
         return _tiny_network(
+            self,
             x,
             genome.astype(jnp.int32),
             None,
@@ -404,10 +269,7 @@ def exact_variables(population_variables: Mapping[str, Any], genome: Any) -> dic
     """
     g = validate(genome)
     unused = {
-        f'edge_{j}_{i}_{op}'
-        for e, (j, i) in enumerate(EDGES)
-        for op in _CONV_OPS
-        if OPS[g[e]] != op
+        f'edge_{j}_{i}_{op}' for e, (j, i) in enumerate(EDGES) for op in CONV_OPS if OPS[g[e]] != op
     }
     flat = traverse_util.flatten_dict(unrolled(population_variables))
     kept = {path: leaf for path, leaf in flat.items() if unused.isdisjoint(path)}
