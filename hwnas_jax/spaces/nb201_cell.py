@@ -156,7 +156,7 @@ class Cell(nn.Module):
         return lax.select_n(op, *[branch(self, h) for branch in branches])
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)  # Bounded: the exact strategy makes a kind per architecture.
 def _cell_program(
     features: int,
     static_genome: tuple | None,
