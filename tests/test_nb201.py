@@ -435,6 +435,7 @@ def _passthrough(next_fun, args, kwargs, context):
     return next_fun(*args, **kwargs)
 
 
+@pytest.mark.slow  # 10-25 s each: compiles the gradients twice.
 @pytest.mark.parametrize('form', ['select', 'switch', 'exact'])
 def test_shared_cell_programs_compute_what_the_submodules_compute(form):
     # Cells run as one jitted function per kind of cell (traced once per stage); an
