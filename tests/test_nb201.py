@@ -549,3 +549,14 @@ def test_population_network_rejects_bad_genome_shape():
         nb201_net.PopulationNetwork(**TINY).apply(v, x, jnp.zeros(5, jnp.int32), train=False)
     with pytest.raises(ValueError, match='genome is 6 integers'):
         nb201_net.Network((0, 1, 2), **TINY).apply(v, x, train=False)
+
+
+@pytest.mark.parametrize('scan_cells', [False, True])
+def test_population_network_tabulates(scan_cells):
+    # Flax's summary calls `init` on the unbound module under an interceptor.
+    model = nb201_net.PopulationNetwork(**TINY, scan_cells=scan_cells)
+    args = (jnp.zeros((2, 8, 8, 3)), jnp.zeros(6, jnp.int32))
+    table = model.tabulate(jax.random.key(0), *args, train=False, depth=1)
+    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), *args)
+    total = sum(leaf.size for leaf in jax.tree.leaves(shapes))  # Flax counts every collection.
+    assert f'Total Parameters: {total:,}' in table

@@ -210,6 +210,7 @@ class PopulationNetwork(nn.Module):
     dispatch: str = 'select'
     scan_cells: bool = False
 
+    @nn.nowrap  # Not a module method: Flax must not wrap it (model.tabulate calls it unbound).
     def init(self, rngs, *args, **kwargs):
         """As :meth:`flax.linen.Module.init`; with ``scan_cells``, the unrolled draw, stacked."""
         if not self.scan_cells:
