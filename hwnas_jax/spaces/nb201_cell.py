@@ -208,27 +208,29 @@ def _observed(module: nn.Module) -> bool:
 def unrolled_cell(
     module: nn.Module,
     name: str,
+    x: jax.Array,
+    genome: jax.Array | None,
+    *,
     features: int,
     static_genome: tuple | None,
     conv_impl: str,
     dispatch: str,
-) -> Callable:
-    """Cell `name` of `module`'s network as ``(x, genome, train) -> y``: a submodule when the
-    variables are being created, else :func:`_cell_program` on the cell's variables."""
-
-    def call(x, genome, train):
-        has = {col: tree[name] for col, tree in module.variables.items() if name in tree}
-        if module.is_initializing() or 'params' not in has or _observed(module):
-            cell = Cell(features, static_genome, conv_impl, dispatch, name=name)
-            return cell(x, genome, train=train)
-        update = train and module.is_mutable_collection('batch_stats')
-        program = _cell_program(features, static_genome, conv_impl, dispatch, train, update)
-        y, stats = program(has, x, genome)
-        if update:
-            module.put_variable('batch_stats', name, stats)
-        return y
-
-    return call
+    train: bool,
+) -> jax.Array:
+    """Cell `name` of `module`'s network applied to `x`: a submodule when the variables are
+    being created (or the caller looks inside the cells), else :func:`_cell_program` on the
+    cell's variables."""
+    variables = {} if module.is_initializing() else module.variables
+    has = {col: tree[name] for col, tree in variables.items() if name in tree}
+    if 'params' not in has or _observed(module):
+        cell = Cell(features, static_genome, conv_impl, dispatch, name=name)
+        return cell(x, genome, train=train)
+    update = train and module.is_mutable_collection('batch_stats')
+    program = _cell_program(features, static_genome, conv_impl, dispatch, train, update)
+    y, stats = program(has, x, genome)
+    if update:
+        module.put_variable('batch_stats', name, stats)
+    return y
 
 
 class _CellStep(nn.Module):

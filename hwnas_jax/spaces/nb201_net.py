@@ -118,8 +118,16 @@ def _tiny_network(
             x, _ = step(width, conv_impl, dispatch, train, name=f'stage{stage}_cells')(x, genome)
             k += cells_per_stage
         for _ in range(0 if scan_cells else cells_per_stage):
-            x = unrolled_cell(module, f'cell{k}', width, static_genome, conv_impl, dispatch)(
-                x, genome, train
+            x = unrolled_cell(
+                module,
+                f'cell{k}',
+                x,
+                genome,
+                features=width,
+                static_genome=static_genome,
+                conv_impl=conv_impl,
+                dispatch=dispatch,
+                train=train,
             )
             k += 1
         if stage < 2:
